@@ -1,0 +1,272 @@
+"""The bridge between a checked model (fastmnist.spec.ModelSpec) and the C executor.
+
+`Network` prepares a model once for one instruction set (packs the kernels, folds batchnorm to a scale and a
+shift, lays out the op list) and then only runs it. Inputs are checked here, at the boundary, in C-level code
+cheap enough for batch-1 latency; the forward pass itself runs in C with the GIL released.
+"""
+
+import threading
+
+import numpy as np
+
+cimport numpy as cnp
+from libc.stdlib cimport calloc, free
+
+from .layers import Activation, BatchNorm, Conv2D, Dense, MaxPool2D, activation_of, output_size
+
+cnp.import_array()
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    static int fm_openmp_version(void) { return _OPENMP; }
+    #else
+    static int fm_openmp_version(void) { return 0; }
+    #endif
+    #if defined(__clang__)
+    #define FM_COMPILER "clang " __clang_version__
+    #elif defined(__GNUC__)
+    #define FM_COMPILER "gcc " __VERSION__
+    #elif defined(_MSC_VER)
+    #define FM_COMPILER "msvc"
+    #else
+    #define FM_COMPILER "unknown"
+    #endif
+    """
+    int fm_openmp_version()
+    const char *FM_COMPILER
+
+_ACTIVATIONS = {"linear": FM_ACTIVATION_LINEAR, "relu": FM_ACTIVATION_RELU, "elu": FM_ACTIVATION_ELU,
+                "softmax": FM_ACTIVATION_SOFTMAX}
+INPUT_VALUES = 784
+_COMPUTING = (Dense, Conv2D, MaxPool2D, BatchNorm, Activation)  # flatten and dropout need no op
+_ACCEPTED = "(n, 28, 28), (28, 28), (n, 784) or (784,) arrays of uint8 (0..255) or float (0..1)"
+
+
+def isa_names() -> list:
+    """Every instruction-set path the kernels know, compiled here or not."""
+    return [fm_isa_name(<fm_isa>i).decode() for i in range(FM_ISA_COUNT)]
+
+
+def compiled_isas() -> list:
+    return [name for i, name in enumerate(isa_names()) if fm_isa_compiled(<fm_isa>i)]
+
+
+def supported_isas() -> list:
+    return [name for i, name in enumerate(isa_names()) if fm_isa_supported(<fm_isa>i)]
+
+
+def best_isa() -> str:
+    return fm_isa_name(fm_isa_best()).decode()
+
+
+def compiler() -> str:
+    """The compiler that built the extension, with its version."""
+    return FM_COMPILER.decode()
+
+
+def openmp_version() -> int:
+    """The _OPENMP date the extension was built with, or 0 without OpenMP."""
+    return fm_openmp_version()
+
+
+cdef cnp.ndarray _as_pixels(object images, size_t *count):
+    """images -> a C-contiguous uint8 or float32 array of `count` images of 784 values (a view when possible)."""
+    cdef cnp.ndarray a
+    if type(images) is np.ndarray:
+        a = <cnp.ndarray>images
+    else:
+        try:
+            a = np.asarray(images)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"images: cannot be read as an array ({e}); expected {_ACCEPTED}") from None
+    cdef int type_num = cnp.PyArray_TYPE(a)
+    if type_num != cnp.NPY_UINT8 and type_num != cnp.NPY_FLOAT32:
+        if a.dtype.kind != "f" or a.dtype.itemsize > 8:
+            raise ValueError(f"images: dtype {a.dtype}, expected {_ACCEPTED}")
+        a = a.astype(np.float32)
+    cdef cnp.npy_intp *shape = cnp.PyArray_DIMS(a)
+    cdef int ndim = cnp.PyArray_NDIM(a)
+    if ndim == 3 and shape[1] == 28 and shape[2] == 28:
+        count[0] = shape[0]
+    elif ndim == 2 and shape[0] == 28 and shape[1] == 28:
+        count[0] = 1
+    elif ndim == 2 and shape[1] == INPUT_VALUES:
+        count[0] = shape[0]
+    elif ndim == 1 and shape[0] == INPUT_VALUES:
+        count[0] = 1
+    else:
+        raise ValueError(f"images: shape {np.shape(a)}, expected {_ACCEPTED}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISNOTSWAPPED(a):
+        a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("="))
+    cdef size_t bad
+    if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
+        bad = fm_first_outside_unit(<const float *>cnp.PyArray_DATA(a), count[0] * INPUT_VALUES)
+        if bad < count[0] * INPUT_VALUES:
+            value = (<const float *>cnp.PyArray_DATA(a))[bad]
+            raise ValueError(f"images: image {bad // INPUT_VALUES}, pixel {bad % INPUT_VALUES} is {value}; "
+                             "float pixels must be in [0, 1] (use uint8 for 0..255)")
+    return a
+
+
+cdef inline (size_t, size_t, size_t) _image_shape(tuple shape):
+    """A layer's per-image shape as (h, w, c): a vector is one pixel of c channels."""
+    if len(shape) == 3:
+        return shape[0], shape[1], shape[2]
+    if len(shape) == 2:
+        return 1, shape[0], shape[1]
+    return 1, 1, shape[0]
+
+
+cdef class Network:
+    """A model prepared for one instruction set; safe to run from several Python threads at once."""
+    cdef fm_network net
+    cdef fm_op *ops
+    cdef list owners                 # the arrays the ops point into
+    cdef list free_workspaces        # one per concurrent caller, reused
+    cdef object pool_lock
+    cdef readonly int max_threads
+    cdef readonly str isa
+    cdef readonly int num_classes
+    cdef readonly tuple op_shapes     # each op's output shape per image
+    cdef readonly tuple layer_ops     # for each layer, the op whose output it is (-1: the input itself)
+
+    def __cinit__(self):
+        self.ops = NULL
+
+    def __dealloc__(self):
+        free(self.ops)
+
+    def __init__(self, model, str isa, int max_threads):
+        if isa not in supported_isas():
+            raise ValueError(f"instruction set {isa!r} is not available here; available: "
+                             f"{', '.join(supported_isas())}")
+        cdef int isa_code = isa_names().index(isa)
+        cdef const fm_kernels *kernels = fm_kernels_for(<fm_isa>isa_code)
+        if max_threads < 1:
+            raise ValueError(f"num_threads is {max_threads}, expected at least 1")
+        self.isa, self.max_threads, self.num_classes = isa, max_threads, model.num_classes
+        self.owners, self.free_workspaces, self.pool_lock = [], [], threading.Lock()
+        num_ops = sum(isinstance(p.layer, _COMPUTING) for p in model.layers)
+        self.ops = <fm_op *>calloc(max(num_ops, 1), sizeof(fm_op))
+        if self.ops == NULL:
+            raise MemoryError()
+        layer_ops, op_shapes = [], []
+        for planned in model.layers:
+            if isinstance(planned.layer, _COMPUTING):
+                self._prepare_op(&self.ops[len(op_shapes)], planned, kernels)
+                op_shapes.append(planned.output_shape)
+            layer_ops.append(len(op_shapes) - 1)
+        self.op_shapes, self.layer_ops = tuple(op_shapes), tuple(layer_ops)
+        lo, hi = model.input_range
+        self.net.kernels, self.net.ops, self.net.num_ops = kernels, self.ops, len(op_shapes)
+        self.net.input_values, self.net.input_offset, self.net.input_scale = INPUT_VALUES, lo, hi - lo
+        fm_network_init(&self.net)
+
+    cdef const float *_keep(self, array) except NULL:
+        array = np.ascontiguousarray(array, dtype=np.float32)
+        self.owners.append(array)
+        return <const float *>cnp.PyArray_DATA(array)
+
+    cdef _prepare_op(self, fm_op *op, planned, const fm_kernels *kernels):
+        layer, params = planned.layer, planned.params
+        cdef fm_window *w = &op.window
+        w.in_h, w.in_w, w.in_c = _image_shape(planned.input_shape)
+        w.out_h, w.out_w, w.out_c = _image_shape(planned.output_shape)
+        op.activation = _ACTIVATIONS[activation_of(layer)]
+        cdef cnp.ndarray packed
+        if isinstance(layer, Dense):
+            op.kind = FM_OP_DENSE
+            packed = np.empty(kernels.dense_packed_size(w.in_c, w.out_c), np.float32)
+            kernel = np.ascontiguousarray(params["kernel"], dtype=np.float32)
+            kernels.dense_pack(<float *>cnp.PyArray_DATA(packed), <const float *>cnp.PyArray_DATA(kernel), w.in_c, w.out_c)
+            op.weights, op.bias = self._keep(packed), self._keep(_padded_bias(params.get("bias"), w.out_c))
+        elif isinstance(layer, Conv2D):
+            op.kind = FM_OP_CONV2D
+            self._set_window(w, layer.kernel_size, layer.strides, layer.padding)
+            packed = np.empty(kernels.conv2d_packed_size(w), np.float32)
+            kernel = np.ascontiguousarray(params["kernel"], dtype=np.float32)
+            kernels.conv2d_pack(<float *>cnp.PyArray_DATA(packed), <const float *>cnp.PyArray_DATA(kernel), w)
+            op.weights, op.bias = self._keep(packed), self._keep(_padded_bias(params.get("bias"), w.out_c))
+        elif isinstance(layer, MaxPool2D):
+            op.kind = FM_OP_MAXPOOL2D
+            self._set_window(w, layer.pool_size, layer.strides, layer.padding)
+        elif isinstance(layer, BatchNorm):
+            op.kind = FM_OP_BATCHNORM
+            scale = params["gamma"] / np.sqrt(params["moving_variance"].astype(np.float64) + layer.epsilon)
+            op.weights = self._keep(scale)
+            op.bias = self._keep(params["beta"] - params["moving_mean"] * scale)
+        else:
+            op.kind = FM_OP_ACTIVATION
+
+    cdef _set_window(self, fm_window *w, window, strides, str padding):
+        w.k_h, w.k_w = window
+        w.stride_y, w.stride_x = strides
+        w.pad_top = output_size(w.in_h, w.k_h, w.stride_y, padding)[1]
+        w.pad_left = output_size(w.in_w, w.k_w, w.stride_x, padding)[1]
+
+    cdef cnp.ndarray _take_workspace(self):
+        with self.pool_lock:
+            if self.free_workspaces:
+                return self.free_workspaces.pop()
+        return np.empty(self.max_threads * self.net.workspace_values, np.float32)
+
+    cdef _give_back(self, cnp.ndarray workspace):
+        with self.pool_lock:
+            self.free_workspaces.append(workspace)
+
+    def forward(self, images, out=None):
+        """Probabilities (n, classes) float32 for `images`; writes into `out` when given (reused buffer)."""
+        cdef size_t n
+        cdef cnp.ndarray pixels = _as_pixels(images, &n)
+        cdef cnp.ndarray result = self._output(out, n)
+        if n == 0:
+            return result
+        cdef int threads = fm_network_threads(&self.net, n, self.max_threads)
+        cdef cnp.ndarray workspace = self._take_workspace()
+        cdef int is_u8 = cnp.PyArray_TYPE(pixels) == cnp.NPY_UINT8
+        with nogil:
+            fm_network_run(&self.net, <float *>cnp.PyArray_DATA(result), cnp.PyArray_DATA(pixels), is_u8, n,
+                           <float *>cnp.PyArray_DATA(workspace), threads, NULL)
+        self._give_back(workspace)
+        return result
+
+    cdef cnp.ndarray _output(self, out, size_t n):
+        if out is None:
+            return np.empty((n, self.num_classes), np.float32)
+        if (type(out) is not np.ndarray or out.dtype != np.float32 or out.shape != (n, self.num_classes)
+                or not out.flags.c_contiguous or not out.flags.writeable):
+            raise ValueError(f"out: expected a writeable C-contiguous float32 array of shape ({n}, "
+                             f"{self.num_classes}), got {getattr(out, 'dtype', type(out).__name__)} "
+                             f"{getattr(out, 'shape', '')}")
+        return out
+
+    def op_outputs(self, images) -> list:
+        """Each op's output for `images`, as arrays (n, *op shape); one thread."""
+        cdef size_t n
+        cdef cnp.ndarray pixels = _as_pixels(images, &n)
+        outputs = [np.empty((n, *shape), np.float32) for shape in self.op_shapes]
+        if n == 0 or not outputs:
+            return outputs
+        cdef float **taps = <float **>calloc(len(outputs), sizeof(float *))
+        if taps == NULL:
+            raise MemoryError()
+        for i, array in enumerate(outputs):
+            taps[i] = <float *>cnp.PyArray_DATA(array)
+        cdef cnp.ndarray result = np.empty((n, self.num_classes), np.float32)
+        cdef cnp.ndarray workspace = self._take_workspace()
+        cdef int is_u8 = cnp.PyArray_TYPE(pixels) == cnp.NPY_UINT8
+        with nogil:
+            fm_network_run(&self.net, <float *>cnp.PyArray_DATA(result), cnp.PyArray_DATA(pixels), is_u8, n,
+                           <float *>cnp.PyArray_DATA(workspace), 1, taps)
+        free(taps)
+        self._give_back(workspace)
+        return outputs
+
+
+def _padded_bias(bias, size_t units):
+    """The bias (zeros without one) padded to whole panels for the vector loads of the fast paths."""
+    padded = np.zeros((units + FM_BIAS_ALIGN - 1) // FM_BIAS_ALIGN * FM_BIAS_ALIGN, np.float32)
+    if bias is not None:
+        padded[:units] = bias
+    return padded

@@ -1,0 +1,41 @@
+#include "dispatch.h"
+
+#include <string.h>
+
+#include "conv2d.h"
+#include "dense.h"
+
+/* The scalar path reads the Keras layouts, so "packing" is a copy. */
+static size_t one_column(void) { return 1; }
+static size_t dense_size(size_t in_dim, size_t out_dim) { return in_dim * out_dim; }
+static void dense_copy(float *packed, const float *kernel, size_t in_dim, size_t out_dim)
+{
+    memcpy(packed, kernel, in_dim * out_dim * sizeof(float));
+}
+static size_t conv2d_size(const fm_window *w) { return w->k_h * w->k_w * w->in_c * w->out_c; }
+static void conv2d_copy(float *packed, const float *kernel, const fm_window *w)
+{
+    memcpy(packed, kernel, conv2d_size(w) * sizeof(float));
+}
+
+#define FM_FAST_KERNELS(isa_enum, isa)                                                                     \
+    {isa_enum, fm_dense_panel_width__##isa, fm_dense_packed_size__##isa, fm_dense_pack_f32__##isa, fm_dense_f32__##isa,            \
+     fm_conv2d_packed_size__##isa, fm_conv2d_pack_f32__##isa, fm_conv2d_f32__##isa}
+
+static const fm_kernels table[FM_ISA_COUNT] = {
+    [FM_ISA_SCALAR] = {FM_ISA_SCALAR, one_column, dense_size, dense_copy, fm_dense_f32, conv2d_size, conv2d_copy, NULL},
+#ifdef FM_HAVE_AVX2
+    [FM_ISA_AVX2] = FM_FAST_KERNELS(FM_ISA_AVX2, avx2),
+#endif
+#ifdef FM_HAVE_AVX512
+    [FM_ISA_AVX512] = FM_FAST_KERNELS(FM_ISA_AVX512, avx512),
+#endif
+#ifdef FM_HAVE_NEON
+    [FM_ISA_NEON] = FM_FAST_KERNELS(FM_ISA_NEON, neon),
+#endif
+};
+
+const fm_kernels *fm_kernels_for(fm_isa isa)
+{
+    return fm_isa_supported(isa) ? &table[isa] : NULL;
+}

@@ -1,0 +1,267 @@
+/* The executor. Two stages, because their costs differ:
+ *  - spatial ops (conv2d, maxpool2d and what acts on their (h, w, c) output) run one image at a time, so
+ *    their activations stay in L2 whatever the batch;
+ *  - the vector stage (from the first op on a flat input: dense, mostly) runs on tiles of up to `tile`
+ *    images, so a large weight matrix is streamed from memory once per tile rather than once per image.
+ * Threads: a batch with enough images gives each thread its own tiles and workspace; a smaller one is run by
+ * the whole team, each op split by output rows or columns, with a barrier between ops (Cython's prange has no
+ * barrier, which is why the threading lives here and not in the Cython layer). */
+#include "network.h"
+
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "activation.h"
+#include "batchnorm.h"
+#include "conv2d.h"
+#include "maxpool2d.h"
+
+#define MAX_TILE 64
+#define TILE_BUDGET_VALUES (256 * 1024)   /* one vector-stage buffer of a tile: about 1 MB */
+#define MIN_MACS_PER_THREAD (512 * 1024)  /* below this a second thread costs more than it saves */
+
+static size_t in_values(const fm_op *op) { return op->window.in_h * op->window.in_w * op->window.in_c; }
+static size_t out_values(const fm_op *op) { return op->window.out_h * op->window.out_w * op->window.out_c; }
+static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
+static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
+
+size_t fm_network_init(fm_network *net)
+{
+    net->first_vector_op = net->num_ops;
+    net->spatial_values = net->padded_values = net->macs_per_image = 0;
+    net->vector_values = net->input_values;
+    for (size_t i = 0; i < net->num_ops; i++) {
+        const fm_op *op = &net->ops[i];
+        const fm_window *w = &op->window;
+        const int spatial = op->kind == FM_OP_CONV2D || op->kind == FM_OP_MAXPOOL2D || w->in_h * w->in_w > 1;
+        if (!spatial && net->first_vector_op == net->num_ops)
+            net->first_vector_op = i;
+        if (net->first_vector_op == net->num_ops) {
+            net->spatial_values = max_size(net->spatial_values, max_size(in_values(op), out_values(op)));
+        } else {
+            net->vector_values = max_size(net->vector_values, out_values(op));
+        }
+        if (op->kind == FM_OP_CONV2D) {
+            net->padded_values = max_size(net->padded_values, fm_conv2d_padded_h(w) * fm_conv2d_padded_w(w) * w->in_c);
+            net->macs_per_image += out_values(op) * w->k_h * w->k_w * w->in_c;
+        } else if (op->kind == FM_OP_DENSE) {
+            net->macs_per_image += w->in_c * w->out_c;
+        }
+    }
+    if (net->first_vector_op > 0) /* the spatial stage's last output is the vector stage's first input */
+        net->vector_values = max_size(net->vector_values, out_values(&net->ops[net->first_vector_op - 1]));
+    net->tile = min_size(MAX_TILE, max_size(1, TILE_BUDGET_VALUES / net->vector_values));
+    net->workspace_values = 2 * net->spatial_values + net->padded_values + 2 * net->tile * net->vector_values;
+    return net->workspace_values;
+}
+
+int fm_network_threads(const fm_network *net, size_t images, int max_threads)
+{
+#ifdef _OPENMP
+    const size_t useful = images * net->macs_per_image / MIN_MACS_PER_THREAD;
+    return max_threads < 1 ? 1 : (int)max_size(1, min_size((size_t)max_threads, useful));
+#else
+    (void)net, (void)images, (void)max_threads;
+    return 1;
+#endif
+}
+
+size_t fm_first_outside_unit(const float *x, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        if (!(x[i] >= 0.0f && x[i] <= 1.0f)) /* written so that NaN fails too */
+            return i;
+    return count;
+}
+
+/* This thread's share [begin, end) of `total` items, in chunks aligned to `align`. */
+static void share(size_t total, size_t align, int tid, int nth, size_t *begin, size_t *end)
+{
+    const size_t units = (total + align - 1) / align;
+    const size_t chunk = (units + (size_t)nth - 1) / (size_t)nth * align;
+    *begin = min_size((size_t)tid * chunk, total);
+    *end = min_size(*begin + chunk, total);
+}
+
+static void team_barrier(int nth)
+{
+#ifdef _OPENMP
+    if (nth > 1) {
+#pragma omp barrier
+    }
+#else
+    (void)nth;
+#endif
+}
+
+typedef struct {
+    float *spatial[2], *padded, *vector[2];
+} workspace;
+
+static workspace carve(const fm_network *net, float *base)
+{
+    workspace ws;
+    ws.spatial[0] = base;
+    ws.spatial[1] = ws.spatial[0] + net->spatial_values;
+    ws.padded = ws.spatial[1] + net->spatial_values;
+    ws.vector[0] = ws.padded + net->padded_values;
+    ws.vector[1] = ws.vector[0] + net->tile * net->vector_values;
+    return ws;
+}
+
+/* Copies `src` to `dst` (when they differ) and applies batchnorm or the activation in place there. */
+static void run_elementwise(const fm_op *op, float *dst, const float *src, size_t images, int tid, int nth)
+{
+    const size_t channels = op->window.out_c;
+    const size_t positions = images * op->window.out_h * op->window.out_w;
+    size_t begin, end;
+    share(positions, 1, tid, nth, &begin, &end);
+    if (dst != src)
+        memcpy(dst + begin * channels, src + begin * channels, (end - begin) * channels * sizeof(float));
+    if (op->kind == FM_OP_BATCHNORM)
+        fm_batchnorm_f32(dst, op->weights, op->bias, channels, begin, end);
+    else if (op->activation == FM_ACTIVATION_SOFTMAX)
+        fm_softmax_f32(dst + begin * channels, end - begin, channels);
+    else
+        fm_activation_f32(dst + begin * channels, (end - begin) * channels, op->activation);
+}
+
+/* One op on `images` images (always 1 for conv2d and maxpool2d), split across the team. */
+static void run_op(const fm_network *net, const fm_op *op, float *dst, const float *src, size_t images,
+                   float *padded, int tid, int nth)
+{
+    const fm_window *w = &op->window;
+    size_t begin, end;
+    switch (op->kind) {
+    case FM_OP_DENSE:
+        share(w->out_c, net->kernels->panel_width(), tid, nth, &begin, &end);
+        if (begin < end)
+            net->kernels->dense(dst, src, op->weights, op->bias, images, w->in_c, w->out_c, begin, end, op->activation);
+        break;
+    case FM_OP_CONV2D:
+        if (net->kernels->conv2d_padded) {
+            share(fm_conv2d_padded_h(w), 1, tid, nth, &begin, &end);
+            fm_conv2d_pad_f32(padded, src, w, begin, end);
+            team_barrier(nth);
+            share(w->out_h, 1, tid, nth, &begin, &end);
+            net->kernels->conv2d_padded(dst, padded, op->weights, op->bias, w, begin, end, op->activation);
+        } else {
+            share(w->out_h, 1, tid, nth, &begin, &end);
+            fm_conv2d_f32(dst, src, op->weights, op->bias, w, begin, end, op->activation);
+        }
+        break;
+    case FM_OP_MAXPOOL2D:
+        share(w->out_h, 1, tid, nth, &begin, &end);
+        fm_maxpool2d_f32(dst, src, w, begin, end);
+        return;
+    case FM_OP_BATCHNORM:
+    case FM_OP_ACTIVATION:
+        run_elementwise(op, dst, src, images, tid, nth);
+        return;
+    }
+    if (op->activation == FM_ACTIVATION_SOFTMAX) { /* needs every column of a row: after the barrier */
+        team_barrier(nth);
+        share(images * w->out_h * w->out_w, 1, tid, nth, &begin, &end);
+        fm_softmax_f32(dst + begin * w->out_c, end - begin, w->out_c);
+    }
+}
+
+static void convert_input(const fm_network *net, float *dst, const void *in, int in_is_u8, size_t first,
+                          size_t images, int tid, int nth)
+{
+    size_t begin, end;
+    share(images * net->input_values, 1, tid, nth, &begin, &end);
+    const size_t offset = first * net->input_values;
+    if (in_is_u8) {
+        const unsigned char *pixels = (const unsigned char *)in + offset;
+        const float scale = net->input_scale / 255.0f;
+        for (size_t i = begin; i < end; i++)
+            dst[i] = net->input_offset + scale * (float)pixels[i];
+    } else {
+        const float *pixels = (const float *)in + offset;
+        for (size_t i = begin; i < end; i++)
+            dst[i] = net->input_offset + net->input_scale * pixels[i];
+    }
+}
+
+static void tap(float *const *taps, size_t op_index, const fm_op *op, size_t first, const float *values, size_t images)
+{
+    if (taps && taps[op_index])
+        memcpy(taps[op_index] + first * out_values(op), values, images * out_values(op) * sizeof(float));
+}
+
+/* Images [first, first + images) of the batch, with workspace `ws`, by thread `tid` of a team of `nth`. */
+static void run_tile(const fm_network *net, float *out, const void *in, int in_is_u8, size_t first,
+                     size_t images, workspace ws, int tid, int nth, float *const *taps)
+{
+    const size_t last_op = net->num_ops - 1, split = net->first_vector_op;
+    float *const final_out = out + first * out_values(&net->ops[last_op]);
+    if (split == 0) {
+        convert_input(net, ws.vector[0], in, in_is_u8, first, images, tid, nth);
+        team_barrier(nth);
+    }
+    for (size_t image = 0; image < images && split > 0; image++) {
+        convert_input(net, ws.spatial[0], in, in_is_u8, first + image, 1, tid, nth);
+        team_barrier(nth);
+        for (size_t i = 0; i < split; i++) {
+            const fm_op *op = &net->ops[i];
+            float *dst = i == last_op ? final_out + image * out_values(op)
+                       : i + 1 == split ? ws.vector[0] + image * out_values(op)
+                       : ws.spatial[(i + 1) % 2];
+            run_op(net, op, dst, ws.spatial[i % 2], 1, ws.padded, tid, nth);
+            team_barrier(nth);
+            tap(taps, i, op, first + image, dst, 1);
+        }
+    }
+    for (size_t i = split; i < net->num_ops; i++) {
+        const fm_op *op = &net->ops[i];
+        const size_t j = i - split; /* ping-pong between the two vector buffers */
+        float *dst = i == last_op ? final_out : ws.vector[(j + 1) % 2];
+        run_op(net, op, dst, ws.vector[j % 2], images, ws.padded, tid, nth);
+        team_barrier(nth);
+        tap(taps, i, op, first, dst, images);
+    }
+}
+
+void fm_network_run(const fm_network *net, float *out, const void *in, int in_is_u8, size_t images,
+                    float *workspace, int threads, float *const *taps)
+{
+    if (taps || threads < 1)
+        threads = 1;
+    /* A spatial model keeps a thread busy with one image; a dense-only one needs rows to amortise weights. */
+    const size_t rows_per_thread = net->first_vector_op > 0 ? 1 : 16;
+    if (threads > 1 && images >= (size_t)threads * rows_per_thread) {
+        const size_t per_thread = (images + (size_t)threads - 1) / (size_t)threads;
+        const size_t tile = min_size(net->tile, per_thread);
+        const size_t tiles = (images + tile - 1) / tile;
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+#endif
+        for (size_t t = 0; t < tiles; t++) {
+#ifdef _OPENMP
+            const int tid = omp_get_thread_num();
+#else
+            const int tid = 0;
+#endif
+            run_tile(net, out, in, in_is_u8, t * tile, min_size(tile, images - t * tile),
+                     carve(net, workspace + (size_t)tid * net->workspace_values), 0, 1, taps);
+        }
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(threads) if (threads > 1)
+#endif
+    {
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+#else
+        const int tid = 0, nth = 1;
+#endif
+        for (size_t first = 0; first < images; first += net->tile)
+            run_tile(net, out, in, in_is_u8, first, min_size(net->tile, images - first), carve(net, workspace),
+                     tid, nth, taps);
+    }
+}

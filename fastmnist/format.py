@@ -1,0 +1,121 @@
+"""Read and write the weights container (docs/FORMAT.md): a JSON spec plus named float32 arrays in an .npz.
+
+`read` checks the container (zip structure, array headers, dtypes, sizes, the JSON, format name and version)
+before it allocates anything; whether the layers fit together is `fastmnist.spec`'s job.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .errors import WeightsFormatError
+
+FORMAT_NAME = "fastmnist-weights"
+FORMAT_VERSION = 1
+SPEC_ARRAY = "spec"
+MAX_ARRAY_BYTES = 256 << 20
+MAX_SPEC_BYTES = 1 << 20
+MAX_ARRAYS = 1024
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def save(path: str | os.PathLike, spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Path:
+    """Write `spec` (a JSON-able dict) and `arrays` (name -> array, stored as float32) to `path`."""
+    if SPEC_ARRAY in arrays:
+        raise ValueError(f"array name {SPEC_ARRAY!r} is reserved for the spec")
+    text = json.dumps(spec, indent=1, allow_nan=False).encode("utf-8")
+    payload = {SPEC_ARRAY: np.frombuffer(text, dtype=np.uint8)}
+    for name, value in arrays.items():
+        payload[name] = np.ascontiguousarray(value, dtype=np.float32)
+    path = Path(path)
+    with open(path, "wb") as f:  # a file object, so numpy does not append ".npz" to the name
+        np.savez(f, **payload)
+    return path
+
+
+def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Read a weights file: (spec dict, {name: float32 array}). Raises WeightsFormatError."""
+    where = f"weights file '{path}'"
+    try:
+        archive = zipfile.ZipFile(path)
+    except FileNotFoundError:
+        raise WeightsFormatError(f"{where}: no such file") from None
+    except (zipfile.BadZipFile, OSError, ValueError) as e:
+        raise WeightsFormatError(f"{where}: not an .npz (zip) archive ({e})") from None
+    with archive:
+        members = archive.infolist()
+        if len(members) > MAX_ARRAYS:
+            raise WeightsFormatError(f"{where}: {len(members)} entries, expected at most {MAX_ARRAYS}")
+        arrays = {}
+        for info in members:
+            name = _array_name(where, info.filename)
+            if name in arrays:
+                raise WeightsFormatError(f"{where}: array '{name}' is stored twice")
+            arrays[name] = _read_member(archive, info, f"{where}: array '{name}'")
+    if SPEC_ARRAY not in arrays:
+        raise WeightsFormatError(f"{where}: no '{SPEC_ARRAY}' array; this is not a fastmnist weights file")
+    spec = _parse_spec(arrays.pop(SPEC_ARRAY), where)
+    return spec, arrays
+
+
+def _array_name(where: str, filename: str) -> str:
+    if not filename.endswith(".npy"):
+        raise WeightsFormatError(f"{where}: entry '{filename}' is not an .npy array")
+    return filename[: -len(".npy")]
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> np.ndarray:
+    expected_dtype = np.dtype(np.uint8) if info.filename == SPEC_ARRAY + ".npy" else np.dtype(np.float32)
+    limit = MAX_SPEC_BYTES if expected_dtype == np.uint8 else MAX_ARRAY_BYTES
+    if info.file_size > limit + 4096:
+        raise WeightsFormatError(f"{where}: {info.file_size} bytes, expected at most {limit}")
+    try:
+        with archive.open(info) as stream:
+            read_header = _HEADER_READERS.get(np.lib.format.read_magic(stream))
+            if read_header is None:
+                raise WeightsFormatError(f"{where}: unknown .npy header version")
+            shape, fortran_order, dtype = read_header(stream)
+            header_bytes = stream.tell()
+            if dtype.hasobject:
+                raise WeightsFormatError(f"{where}: dtype {dtype} holds Python objects, which are never loaded")
+            if dtype.newbyteorder("=") != expected_dtype.newbyteorder("="):
+                raise WeightsFormatError(f"{where}: dtype {dtype}, expected {expected_dtype}")
+            count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+            if count * dtype.itemsize != info.file_size - header_bytes:
+                raise WeightsFormatError(
+                    f"{where}: header claims shape {shape} ({count * dtype.itemsize} bytes) but the entry holds "
+                    f"{info.file_size - header_bytes} bytes of data")
+            data = stream.read(count * dtype.itemsize)
+    except WeightsFormatError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, SyntaxError) as e:
+        raise WeightsFormatError(f"{where}: unreadable ({e})") from None
+    array = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
+    return np.ascontiguousarray(array, dtype=expected_dtype)
+
+
+def _parse_spec(raw: np.ndarray, where: str) -> dict[str, Any]:
+    if raw.ndim != 1:
+        raise WeightsFormatError(f"{where}: '{SPEC_ARRAY}' has shape {raw.shape}, expected (n,) UTF-8 bytes")
+    try:
+        spec = json.loads(raw.tobytes().decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise WeightsFormatError(f"{where}: the spec is not valid UTF-8 JSON ({e})") from None
+    if not isinstance(spec, dict):
+        raise WeightsFormatError(f"{where}: the spec is a JSON {type(spec).__name__}, expected an object")
+    if spec.get("format") != FORMAT_NAME:
+        raise WeightsFormatError(f"{where}: format is {spec.get('format')!r}, expected {FORMAT_NAME!r}")
+    if spec.get("version") != FORMAT_VERSION or isinstance(spec.get("version"), bool):
+        raise WeightsFormatError(
+            f"{where}: format version {spec.get('version')!r}, this reader knows version {FORMAT_VERSION}")
+    return spec
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
