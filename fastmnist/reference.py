@@ -1,7 +1,8 @@
 """A NumPy reference of every operation and of the whole forward pass: the oracle the C kernels are tested against.
 
-Written for clarity, not speed, and independently of the C code (explicit padding and sliding windows, float64
-accumulation), so that agreement between the two means something.
+Written for clarity, and independently of the C code (explicit padding, sliding windows and BLAS through einsum),
+so that agreement between the two means something. Each op computes in its input's dtype: float64 for the
+tests' oracle, float32 for the "plain NumPy" baseline of the benchmark.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ def activate(x: np.ndarray, activation: str) -> np.ndarray:
 
 def dense(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None, activation: str = "linear") -> np.ndarray:
     """x (n, in) @ kernel (in, out) + bias (out,)."""
-    y = x.astype(np.float64) @ kernel.astype(np.float64)
+    y = x @ kernel.astype(x.dtype)
     if bias is not None:
-        y += bias
+        y += bias.astype(x.dtype)
     return activate(y, activation)
 
 
@@ -52,29 +53,30 @@ def conv2d(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None, strides=(
            activation: str = "linear") -> np.ndarray:
     """x (n, h, w, in_c) convolved with kernel (kh, kw, in_c, out_c), as tf.nn.conv2d (cross-correlation)."""
     window = kernel.shape[:2]
-    padded, h_out, w_out = _pad(x.astype(np.float64), window, strides, padding, 0.0)
+    padded, h_out, w_out = _pad(x, window, strides, padding, 0.0)
     patches = _windows(padded, window, strides, h_out, w_out)
-    y = np.einsum("nyxcij,ijco->nyxo", patches, kernel.astype(np.float64))
+    y = np.einsum("nyxcij,ijco->nyxo", patches, kernel.astype(x.dtype), optimize=True)
     if bias is not None:
-        y += bias
+        y += bias.astype(x.dtype)
     return activate(y, activation)
 
 
 def maxpool2d(x: np.ndarray, pool_size=(2, 2), strides=(2, 2), padding="valid") -> np.ndarray:
     """Max over windows of (n, h, w, c); padded positions never win (TensorFlow's rule)."""
-    padded, h_out, w_out = _pad(x.astype(np.float64), pool_size, strides, padding, -np.inf)
+    padded, h_out, w_out = _pad(x, pool_size, strides, padding, -np.inf)
     return _windows(padded, pool_size, strides, h_out, w_out).max(axis=(-2, -1))
 
 
 def batchnorm(x: np.ndarray, gamma, beta, moving_mean, moving_variance, epsilon: float) -> np.ndarray:
     """Inference-time batch normalisation over the last axis."""
-    return (x - moving_mean) / np.sqrt(moving_variance.astype(np.float64) + epsilon) * gamma + beta
+    scale = (gamma / np.sqrt(moving_variance.astype(np.float64) + epsilon)).astype(x.dtype)
+    return (x - moving_mean.astype(x.dtype)) * scale + beta.astype(x.dtype)
 
 
-def layer_outputs(model: ModelSpec, images: np.ndarray) -> list[np.ndarray]:
-    """Each layer's output for images (n, 28, 28) float in [0, 1], ink high; float64."""
+def layer_outputs(model: ModelSpec, images: np.ndarray, dtype=np.float64) -> list[np.ndarray]:
+    """Each layer's output, in `dtype`, for images (n, 28, 28) float in [0, 1], ink high."""
     lo, hi = model.input_range
-    x = (lo + (hi - lo) * np.asarray(images, dtype=np.float64)).reshape(len(images), *model.input_shape)
+    x = (lo + (hi - lo) * np.asarray(images, dtype=dtype)).reshape(len(images), *model.input_shape)
     outputs = []
     for planned in model.layers:
         layer, p = planned.layer, planned.params
@@ -93,6 +95,6 @@ def layer_outputs(model: ModelSpec, images: np.ndarray) -> list[np.ndarray]:
     return outputs
 
 
-def forward(model: ModelSpec, images: np.ndarray) -> np.ndarray:
-    """Class probabilities (n, classes), float64, for images (n, 28, 28) float in [0, 1]."""
-    return layer_outputs(model, images)[-1]
+def forward(model: ModelSpec, images: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """Class probabilities (n, classes), in `dtype`, for images (n, 28, 28) float in [0, 1]."""
+    return layer_outputs(model, images, dtype)[-1]
