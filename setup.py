@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 from Cython.Build import cythonize
-from setuptools import Extension, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = Path("fastmnist/_kernels")
@@ -88,6 +88,7 @@ extension = Extension(
 )
 
 setup(
+    packages=find_packages(include=["fastmnist", "fastmnist.*", "gui", "gui.*"]) + ["fastmnist.weights"],
     ext_modules=cythonize(
         [extension],
         compiler_directives={"language_level": 3, "boundscheck": debug, "wraparound": debug,

@@ -5,8 +5,6 @@ shift, lays out the op list) and then only runs it. Inputs are checked here, at 
 cheap enough for batch-1 latency; the forward pass itself runs in C with the GIL released.
 """
 
-import threading
-
 import numpy as np
 
 cimport numpy as cnp
@@ -119,19 +117,21 @@ cdef inline (size_t, size_t, size_t) _image_shape(tuple shape):
 
 
 cdef class Network:
-    """A model prepared for one instruction set; safe to run from several Python threads at once."""
+    """A model prepared for one instruction set; safe to run from several Python threads at once.
+
+    fastmnist.Model extends it; `predict_proba` is defined here so that a call reaches C without a Python frame.
+    """
     cdef fm_network net
     cdef fm_op *ops
     cdef list owners                 # the arrays the ops point into
     cdef list free_workspaces        # one per concurrent caller, reused
-    cdef object pool_lock
     cdef readonly int max_threads
     cdef readonly str isa
     cdef readonly int num_classes
     cdef readonly tuple op_shapes     # each op's output shape per image
     cdef readonly tuple layer_ops     # for each layer, the op whose output it is (-1: the input itself)
 
-    def __cinit__(self):
+    def __cinit__(self, *args, **kwargs):
         self.ops = NULL
 
     def __dealloc__(self):
@@ -146,7 +146,7 @@ cdef class Network:
         if max_threads < 1:
             raise ValueError(f"num_threads is {max_threads}, expected at least 1")
         self.isa, self.max_threads, self.num_classes = isa, max_threads, model.num_classes
-        self.owners, self.free_workspaces, self.pool_lock = [], [], threading.Lock()
+        self.owners, self.free_workspaces = [], []
         num_ops = sum(isinstance(p.layer, _COMPUTING) for p in model.layers)
         self.ops = <fm_op *>calloc(max(num_ops, 1), sizeof(fm_op))
         if self.ops == NULL:
@@ -206,17 +206,20 @@ cdef class Network:
         w.pad_left = output_size(w.in_w, w.k_w, w.stride_x, padding)[1]
 
     cdef cnp.ndarray _take_workspace(self):
-        with self.pool_lock:
-            if self.free_workspaces:
-                return self.free_workspaces.pop()
+        # The test and the pop run under the GIL with no Python code between them, so no two callers
+        # can take the same workspace.
+        if self.free_workspaces:
+            return self.free_workspaces.pop()
         return np.empty(self.max_threads * self.net.workspace_values, np.float32)
 
     cdef _give_back(self, cnp.ndarray workspace):
-        with self.pool_lock:
-            self.free_workspaces.append(workspace)
+        self.free_workspaces.append(workspace)
 
-    def forward(self, images, out=None):
-        """Probabilities (n, classes) float32 for `images`; writes into `out` when given (reused buffer)."""
+    def predict_proba(self, images, out=None):
+        """(n, classes) float32 probabilities, rows summing to 1; `out`, if given, is filled and returned.
+
+        images: (n, 28, 28), (28, 28), (n, 784) or (784,); uint8 in 0..255 or float in [0, 1]; ink high.
+        """
         cdef size_t n
         cdef cnp.ndarray pixels = _as_pixels(images, &n)
         cdef cnp.ndarray result = self._output(out, n)
@@ -232,8 +235,10 @@ cdef class Network:
         return result
 
     cdef cnp.ndarray _output(self, out, size_t n):
+        cdef cnp.npy_intp dims[2]
         if out is None:
-            return np.empty((n, self.num_classes), np.float32)
+            dims[0], dims[1] = n, self.num_classes
+            return cnp.PyArray_EMPTY(2, dims, cnp.NPY_FLOAT32, 0)
         if (type(out) is not np.ndarray or out.dtype != np.float32 or out.shape != (n, self.num_classes)
                 or not out.flags.c_contiguous or not out.flags.writeable):
             raise ValueError(f"out: expected a writeable C-contiguous float32 array of shape ({n}, "

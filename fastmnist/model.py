@@ -67,16 +67,17 @@ def load(source: str | os.PathLike, num_threads: int | None = None, isa: str | N
     return model
 
 
-class Model:
+class Model(_engine.Network):
     """A prepared model. Safe to use from several Python threads at once.
 
     images, wherever accepted: (n, 28, 28), (28, 28), (n, 784) or (784,); uint8 in 0..255 or float in [0, 1];
-    ink high, background 0 (MNIST's convention).
+    ink high, background 0 (MNIST's convention). `predict_proba(images, out=None)` comes from the compiled
+    Network: (n, classes) float32 probabilities, written into `out` when given.
     """
 
     def __init__(self, model_spec: spec.ModelSpec, raw_spec: dict[str, Any], path: Path, num_threads: int,
                  isa: str):
-        self._network = _engine.Network(model_spec, isa, num_threads)
+        super().__init__(model_spec, isa, num_threads)
         # The network owns packed copies of the weights; keep the description without the originals.
         self._spec = dataclasses.replace(
             model_spec, layers=tuple(dataclasses.replace(p, params={}) for p in model_spec.layers))
@@ -106,26 +107,18 @@ class Model:
         return self._spec.ideal_inputs
 
     @property
-    def isa(self) -> str:
-        return self._network.isa
-
-    @property
     def num_threads(self) -> int:
-        return self._network.max_threads
-
-    def predict_proba(self, images: Any, out: np.ndarray | None = None) -> np.ndarray:
-        """(n, classes) float32 probabilities, rows summing to 1. `out`, if given, is filled and returned."""
-        return self._network.forward(images, out)
+        return self.max_threads
 
     def predict(self, images: Any) -> np.ndarray:
         """(n,) int64: the most probable class of each image."""
-        return self._network.forward(images).argmax(axis=1)
+        return self.predict_proba(images).argmax(axis=1)
 
     def activations(self, images: Any) -> list[tuple[str, np.ndarray]]:
         """(layer name, output (n, *layer output shape) float32) for every layer, in order."""
-        op_outputs = self._network.op_outputs(images)
+        op_outputs = self.op_outputs(images)
         result = []
-        for planned, op in zip(self._spec.layers, self._network.layer_ops):
+        for planned, op in zip(self._spec.layers, self.layer_ops):
             output = op_outputs[op] if op >= 0 else self._model_input(images)
             result.append((planned.layer.name, output.reshape(len(output), *planned.output_shape)))
         return result

@@ -4,10 +4,11 @@
 
 #include "common.h"
 
-/* Scalar path: output rows [row_begin, row_end), straight from the unpadded input, skipping taps that fall
- * in the padding. kernel (k_h, k_w, in_c, out_c), bias (out_c,). Softmax is left to the caller. */
+/* Scalar path: output pixels [pixel_begin, pixel_end) in row-major order (pixel = out_y * out_w + out_x),
+ * straight from the unpadded input, skipping taps that fall in the padding. kernel (k_h, k_w, in_c, out_c),
+ * bias (out_c,). Softmax is left to the caller. */
 void fm_conv2d_f32(float *out, const float *in, const float *kernel, const float *bias, const fm_window *w,
-                   size_t row_begin, size_t row_end, fm_activation activation);
+                   size_t pixel_begin, size_t pixel_end, fm_activation activation);
 
 /* The zero-padded input the fast paths read: fm_conv2d_padded_h/w rows and columns of in_c values. */
 size_t fm_conv2d_padded_h(const fm_window *w);
@@ -21,7 +22,7 @@ void fm_conv2d_pad_f32(float *padded, const float *in, const fm_window *w, size_
     size_t fm_conv2d_packed_size__##isa(const fm_window *w);                                               \
     void fm_conv2d_pack_f32__##isa(float *packed, const float *kernel, const fm_window *w);                \
     void fm_conv2d_f32__##isa(float *out, const float *padded, const float *packed, const float *bias,     \
-                              const fm_window *w, size_t row_begin, size_t row_end, fm_activation activation);
+                              const fm_window *w, size_t pixel_begin, size_t pixel_end, fm_activation activation);
 
 FM_DECLARE_CONV2D_FAST(avx2)
 FM_DECLARE_CONV2D_FAST(avx512)

@@ -4,7 +4,7 @@
 #include "simd.h"
 #include "activation.h"
 
-#define MAX_PIXELS 4 /* 4 pixels x 2 vectors = 8 accumulators */
+#define MAX_PIXELS 6 /* 6 pixels x 2 vectors = 12 accumulators, within AVX2's 16 registers */
 
 size_t FM_FN(fm_conv2d_packed_size)(const fm_window *w)
 {
@@ -43,26 +43,29 @@ FM_ALWAYS_INLINE void store_pixel(float *y, fm_vec lo, fm_vec hi, size_t count, 
         fm_activation_f32(y, count, activation);
 }
 
-/* `pixels` (<= MAX_PIXELS, a constant after inlining) output pixels from (out_y, out_x) on, one panel. */
+/* `pixels` (<= MAX_PIXELS, a constant after inlining) output pixels from `first` on, in row-major order (a
+ * block may wrap onto the next row: no short blocks at row ends), times one panel of output channels. */
 FM_ALWAYS_INLINE void conv_block(size_t pixels, float *out, const float *padded, const float *panel,
-                                 const float *bias, const fm_window *w, size_t padded_w,
-                                 size_t out_y, size_t out_x, size_t out_c, fm_activation activation)
+                                 const float *bias, const fm_window *w, size_t padded_w, size_t first, size_t out_c,
+                                 fm_activation activation)
 {
+    const size_t in_c = w->in_c, row_values = padded_w * in_c;
+    const float *window[MAX_PIXELS]; /* each pixel's receptive field in the padded input */
     fm_vec acc[MAX_PIXELS][2];
     for (size_t p = 0; p < pixels; p++) {
+        const size_t out_y = (first + p) / w->out_w, out_x = (first + p) % w->out_w;
+        window[p] = padded + out_y * w->stride_y * row_values + out_x * w->stride_x * in_c;
         acc[p][0] = fm_load(bias + out_c);
         acc[p][1] = fm_load(bias + out_c + FM_VECTOR_WIDTH);
     }
-    const size_t in_c = w->in_c;
-    const size_t pixel_step = w->stride_x * in_c;
     for (size_t k_y = 0; k_y < w->k_h; k_y++) {
-        const float *row = padded + ((out_y * w->stride_y + k_y) * padded_w + out_x * w->stride_x) * in_c;
         const float *k_row = panel + k_y * w->k_w * in_c * FM_NR;
+        const size_t row = k_y * row_values;
         for (size_t t = 0; t < w->k_w * in_c; t++) { /* k_x and in_c are contiguous in both layouts */
             const fm_vec w0 = fm_load(k_row + t * FM_NR);
             const fm_vec w1 = fm_load(k_row + t * FM_NR + FM_VECTOR_WIDTH);
             for (size_t p = 0; p < pixels; p++) {
-                const fm_vec x = fm_broadcast(row[p * pixel_step + t]);
+                const fm_vec x = fm_broadcast(window[p][row + t]);
                 acc[p][0] += x * w0;
                 acc[p][1] += x * w1;
             }
@@ -70,25 +73,26 @@ FM_ALWAYS_INLINE void conv_block(size_t pixels, float *out, const float *padded,
     }
     const size_t count = w->out_c - out_c < FM_NR ? w->out_c - out_c : FM_NR;
     for (size_t p = 0; p < pixels; p++)
-        store_pixel(out + (out_y * w->out_w + out_x + p) * w->out_c + out_c, acc[p][0], acc[p][1], count, activation);
+        store_pixel(out + (first + p) * w->out_c + out_c, acc[p][0], acc[p][1], count, activation);
 }
 
 void FM_FN(fm_conv2d_f32)(float *out, const float *padded, const float *packed, const float *bias,
-                          const fm_window *w, size_t row_begin, size_t row_end, fm_activation activation)
+                          const fm_window *w, size_t pixel_begin, size_t pixel_end, fm_activation activation)
 {
     const size_t padded_w = fm_conv2d_padded_w(w);
     const size_t panel_size = w->k_h * w->k_w * w->in_c * FM_NR;
-    for (size_t out_y = row_begin; out_y < row_end; out_y++)
-        for (size_t out_c = 0; out_c < w->out_c; out_c += FM_NR) {
-            const float *panel = packed + out_c / FM_NR * panel_size;
-            size_t out_x = 0;
-            for (; out_x + MAX_PIXELS <= w->out_w; out_x += MAX_PIXELS)
-                conv_block(MAX_PIXELS, out, padded, panel, bias, w, padded_w, out_y, out_x, out_c, activation);
-            switch (w->out_w - out_x) {
-            case 3: conv_block(3, out, padded, panel, bias, w, padded_w, out_y, out_x, out_c, activation); break;
-            case 2: conv_block(2, out, padded, panel, bias, w, padded_w, out_y, out_x, out_c, activation); break;
-            case 1: conv_block(1, out, padded, panel, bias, w, padded_w, out_y, out_x, out_c, activation); break;
-            default: break;
-            }
+    for (size_t out_c = 0; out_c < w->out_c; out_c += FM_NR) {
+        const float *panel = packed + out_c / FM_NR * panel_size;
+        size_t first = pixel_begin;
+        for (; first + MAX_PIXELS <= pixel_end; first += MAX_PIXELS)
+            conv_block(MAX_PIXELS, out, padded, panel, bias, w, padded_w, first, out_c, activation);
+        switch (pixel_end - first) { /* the tail, each case specialised with a constant pixel count */
+        case 5: conv_block(5, out, padded, panel, bias, w, padded_w, first, out_c, activation); break;
+        case 4: conv_block(4, out, padded, panel, bias, w, padded_w, first, out_c, activation); break;
+        case 3: conv_block(3, out, padded, panel, bias, w, padded_w, first, out_c, activation); break;
+        case 2: conv_block(2, out, padded, panel, bias, w, padded_w, first, out_c, activation); break;
+        case 1: conv_block(1, out, padded, panel, bias, w, padded_w, first, out_c, activation); break;
+        default: break;
         }
+    }
 }

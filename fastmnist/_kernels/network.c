@@ -21,7 +21,11 @@
 
 #define MAX_TILE 64
 #define TILE_BUDGET_VALUES (256 * 1024)   /* one vector-stage buffer of a tile: about 1 MB */
-#define MIN_MACS_PER_THREAD (512 * 1024)  /* below this a second thread costs more than it saves */
+/* Below these a second thread costs more (waking it, a barrier per op) than it saves. Weights count on their
+ * own: at small batches a dense layer is bound by streaming its weights, and each thread streams only its
+ * share of the columns. */
+#define MIN_MACS_PER_THREAD (512 * 1024)
+#define MIN_WEIGHT_BYTES_PER_THREAD (256 * 1024)
 
 static size_t in_values(const fm_op *op) { return op->window.in_h * op->window.in_w * op->window.in_c; }
 static size_t out_values(const fm_op *op) { return op->window.out_h * op->window.out_w * op->window.out_c; }
@@ -31,7 +35,7 @@ static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
 size_t fm_network_init(fm_network *net)
 {
     net->first_vector_op = net->num_ops;
-    net->spatial_values = net->padded_values = net->macs_per_image = 0;
+    net->spatial_values = net->padded_values = net->macs_per_image = net->dense_weight_bytes = 0;
     net->vector_values = net->input_values;
     for (size_t i = 0; i < net->num_ops; i++) {
         const fm_op *op = &net->ops[i];
@@ -49,6 +53,7 @@ size_t fm_network_init(fm_network *net)
             net->macs_per_image += out_values(op) * w->k_h * w->k_w * w->in_c;
         } else if (op->kind == FM_OP_DENSE) {
             net->macs_per_image += w->in_c * w->out_c;
+            net->dense_weight_bytes += w->in_c * w->out_c * sizeof(float);
         }
     }
     if (net->first_vector_op > 0) /* the spatial stage's last output is the vector stage's first input */
@@ -61,7 +66,8 @@ size_t fm_network_init(fm_network *net)
 int fm_network_threads(const fm_network *net, size_t images, int max_threads)
 {
 #ifdef _OPENMP
-    const size_t useful = images * net->macs_per_image / MIN_MACS_PER_THREAD;
+    const size_t useful = max_size(images * net->macs_per_image / MIN_MACS_PER_THREAD,
+                                   net->dense_weight_bytes / MIN_WEIGHT_BYTES_PER_THREAD);
     return max_threads < 1 ? 1 : (int)max_size(1, min_size((size_t)max_threads, useful));
 #else
     (void)net, (void)images, (void)max_threads;
@@ -146,10 +152,10 @@ static void run_op(const fm_network *net, const fm_op *op, float *dst, const flo
             share(fm_conv2d_padded_h(w), 1, tid, nth, &begin, &end);
             fm_conv2d_pad_f32(padded, src, w, begin, end);
             team_barrier(nth);
-            share(w->out_h, 1, tid, nth, &begin, &end);
+            share(w->out_h * w->out_w, 1, tid, nth, &begin, &end);
             net->kernels->conv2d_padded(dst, padded, op->weights, op->bias, w, begin, end, op->activation);
         } else {
-            share(w->out_h, 1, tid, nth, &begin, &end);
+            share(w->out_h * w->out_w, 1, tid, nth, &begin, &end);
             fm_conv2d_f32(dst, src, op->weights, op->bias, w, begin, end, op->activation);
         }
         break;
@@ -251,17 +257,19 @@ void fm_network_run(const fm_network *net, float *out, const void *in, int in_is
         }
         return;
     }
+    if (threads == 1) { /* without entering OpenMP at all: even a team of one costs a microsecond */
+        for (size_t first = 0; first < images; first += net->tile)
+            run_tile(net, out, in, in_is_u8, first, min_size(net->tile, images - first), carve(net, workspace),
+                     0, 1, taps);
+        return;
+    }
 #ifdef _OPENMP
-#pragma omp parallel num_threads(threads) if (threads > 1)
-#endif
+#pragma omp parallel num_threads(threads)
     {
-#ifdef _OPENMP
         const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-#else
-        const int tid = 0, nth = 1;
-#endif
         for (size_t first = 0; first < images; first += net->tile)
             run_tile(net, out, in, in_is_u8, first, min_size(net->tile, images - first), carve(net, workspace),
                      tid, nth, taps);
     }
+#endif
 }

@@ -40,6 +40,7 @@ typedef struct {
     size_t padded_values;   /* the largest padded conv2d input of one image */
     size_t vector_values;   /* the largest vector-stage activation of one image */
     size_t macs_per_image;
+    size_t dense_weight_bytes;
     size_t workspace_values; /* per thread */
 } fm_network;
 

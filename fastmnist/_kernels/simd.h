@@ -31,7 +31,8 @@ FM_ALWAYS_INLINE fm_vec fm_load(const float *p)
 
 FM_ALWAYS_INLINE void fm_store(float *p, fm_vec v) { memcpy(p, &v, sizeof v); }
 
-FM_ALWAYS_INLINE fm_vec fm_broadcast(float x) { return (fm_vec){0} + x; }
+/* x - 0 is exact for every x (unlike x + 0, which turns -0 into +0), so compilers fold it to a plain splat */
+FM_ALWAYS_INLINE fm_vec fm_broadcast(float x) { return x - (fm_vec){0}; }
 
 FM_ALWAYS_INLINE fm_vec fm_relu(fm_vec v) { return (fm_vec)((fm_ivec)v & (v > (fm_vec){0})); }
 
