@@ -94,8 +94,8 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) ->
             data = stream.read(count * dtype.itemsize)
     except WeightsFormatError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, SyntaxError) as e:
-        raise WeightsFormatError(f"{where}: unreadable ({e})") from None
+    except Exception as e:  # numpy's header parser raises ValueError, SyntaxError, tokenize errors, ...
+        raise WeightsFormatError(f"{where}: unreadable ({type(e).__name__}: {e})") from None
     array = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
     return np.ascontiguousarray(array, dtype=expected_dtype)
 

@@ -229,7 +229,8 @@ def parse_layer(raw: Any) -> Layer:
     name = raw.get("name")
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise LayerError(f"name {name!r} is not 1 to 64 of the characters A-Z a-z 0-9 _ . -")
-    cls = LAYER_TYPES.get(raw.get("type"))
+    kind = raw.get("type")
+    cls = LAYER_TYPES.get(kind) if isinstance(kind, str) else None
     if cls is None:
         raise LayerError(f"type {raw.get('type')!r} is not supported; supported: {', '.join(LAYER_TYPES)}")
     fields = _Fields(raw)
