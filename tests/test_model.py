@@ -172,3 +172,23 @@ def test_show_config_reports_paths(capsys):
     out = capsys.readouterr().out
     assert "chosen:" in out and _engine.best_isa() in out and "OpenMP" in out
     assert set(fastmnist.config()["isa_supported"]) <= set(fastmnist.config()["isa_compiled"])
+
+
+def test_eight_python_threads_ten_thousand_calls_each(mlp_path):
+    """8 threads x 10,000 calls on one model, batch sizes that take both the team and the tiled paths."""
+    model = fastmnist.load(mlp_path, num_threads=2)
+    inputs = [(random_images(n, seed=10 + i) * 255).astype(np.uint8) for i, n in enumerate((1, 1, 2, 3, 1, 40, 1, 7))]
+    expected = [model.predict_proba(x) for x in inputs]
+    mismatches = [0] * len(inputs)
+
+    def worker(index):
+        for _ in range(10_000):
+            if not np.array_equal(model.predict_proba(inputs[index]), expected[index]):
+                mismatches[index] += 1
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert mismatches == [0] * len(inputs)
