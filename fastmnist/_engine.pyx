@@ -228,10 +228,15 @@ cdef class Network:
         cdef int threads = fm_network_threads(&self.net, n, self.max_threads)
         cdef cnp.ndarray workspace = self._take_workspace()
         cdef int is_u8 = cnp.PyArray_TYPE(pixels) == cnp.NPY_UINT8
+        cdef size_t bad
         with nogil:
             fm_network_run(&self.net, <float *>cnp.PyArray_DATA(result), cnp.PyArray_DATA(pixels), is_u8, n,
                            <float *>cnp.PyArray_DATA(workspace), threads, NULL)
+            bad = fm_first_outside_unit(<const float *>cnp.PyArray_DATA(result), n * self.num_classes)
         self._give_back(workspace)
+        if bad < n * self.num_classes:
+            raise FloatingPointError(f"the model's weights overflow float32 for image {bad // self.num_classes}: "
+                                     "its probabilities are not finite")
         return result
 
     cdef cnp.ndarray _output(self, out, size_t n):

@@ -84,6 +84,8 @@ def parse(spec: dict[str, Any], arrays: dict[str, np.ndarray], source: str) -> M
                       for key, expected in layer.param_shapes(shape).items()}
         except LayerError as e:
             raise fail(f"{label} ({raw.get('type') if isinstance(raw, dict) else '?'}): {e}") from None
+        if "moving_variance" in params and not (params["moving_variance"] + layer.epsilon > 0).all():
+            raise fail(f"{label} (batchnorm): 'moving_variance' + epsilon must be positive")
         planned.append(PlannedLayer(layer, shape, output_shape, params))
         shape = output_shape
 

@@ -198,3 +198,20 @@ def test_shipped_name_and_path(tmp_path, monkeypatch):
     assert fastmnist.load("tiny").path == path
     with pytest.raises(WeightsFormatError, match="no such file"):
         fastmnist.load("no_such_model")
+
+
+def test_negative_variance_is_refused(tmp_path):
+    layers = [{"type": "dense", "name": "fc", "units": 5}, {"type": "batchnorm", "name": "bn"},
+              {"type": "dense", "name": "out", "units": 10, "activation": "softmax"}]
+    arrays = random_arrays(layers, (784,), np.random.default_rng(0))
+    arrays["bn/moving_variance"][2] = -1.0
+    refused(write(tmp_path, spec_for(layers, (784,)), arrays), "'bn'", "'moving_variance' + epsilon must be positive")
+
+
+def test_overflowing_weights_raise_instead_of_answering_nan(tmp_path):
+    layers = [{"type": "dense", "name": "fc", "units": 5}, {"type": "dense", "name": "out", "units": 10, "activation": "softmax"}]
+    arrays = random_arrays(layers, (784,), np.random.default_rng(0))
+    arrays["fc/kernel"][:] = 3e38  # finite, but any ink overflows float32
+    model = fastmnist.load(write(tmp_path, spec_for(layers, (784,)), arrays))
+    with pytest.raises(FloatingPointError, match="image 1"):
+        model.predict_proba(np.stack([np.zeros((28, 28)), np.ones((28, 28))]))
