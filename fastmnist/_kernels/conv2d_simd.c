@@ -2,7 +2,6 @@
  * output pixels of a row and a panel of FM_NR output channels; see conv2d.h. */
 #include "conv2d.h"
 #include "simd.h"
-#include "activation.h"
 
 #define MAX_PIXELS 6 /* 6 pixels x 2 vectors = 12 accumulators, within AVX2's 16 registers */
 
@@ -29,6 +28,9 @@ FM_ALWAYS_INLINE void store_pixel(float *y, fm_vec lo, fm_vec hi, size_t count, 
     if (activation == FM_ACTIVATION_RELU) {
         lo = fm_relu(lo);
         hi = fm_relu(hi);
+    } else if (activation == FM_ACTIVATION_ELU) {
+        lo = fm_elu(lo);
+        hi = fm_elu(hi);
     }
     if (count == FM_NR) {
         fm_store(y, lo);
@@ -39,8 +41,6 @@ FM_ALWAYS_INLINE void store_pixel(float *y, fm_vec lo, fm_vec hi, size_t count, 
         fm_store(tmp + FM_VECTOR_WIDTH, hi);
         memcpy(y, tmp, count * sizeof(float));
     }
-    if (activation == FM_ACTIVATION_ELU)
-        fm_activation_f32(y, count, activation);
 }
 
 /* `pixels` (<= MAX_PIXELS, a constant after inlining) output pixels from `first` on, in row-major order (a

@@ -36,4 +36,32 @@ FM_ALWAYS_INLINE fm_vec fm_broadcast(float x) { return x - (fm_vec){0}; }
 
 FM_ALWAYS_INLINE fm_vec fm_relu(fm_vec v) { return (fm_vec)((fm_ivec)v & (v > (fm_vec){0})); }
 
+/* expm1(x) for x <= 0, within a few ulp of 1: x = n ln2 + r with |r| <= ln2/2, expm1(r) by its degree-8
+ * Taylor polynomial (truncation below 1e-9), then expm1(x) = 2^n expm1(r) + (2^n - 1). Below -30 the
+ * result is -1 in float32, so x is clamped there, which also keeps 2^n a normal number. */
+FM_ALWAYS_INLINE fm_vec fm_expm1_nonpositive(fm_vec x)
+{
+    const fm_ivec too_small = x < fm_broadcast(-30.0f);
+    x = (fm_vec)((too_small & (fm_ivec)fm_broadcast(-30.0f)) | (~too_small & (fm_ivec)x));
+    const fm_vec round_magic = fm_broadcast(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
+    const fm_vec n = (x * fm_broadcast(1.44269504f) + round_magic) - round_magic;
+    const fm_vec r = (x - n * fm_broadcast(0.693145752f)) - n * fm_broadcast(1.42860677e-6f); /* ln2 = hi + lo */
+    fm_vec p = fm_broadcast(1.0f / 40320);
+    p = p * r + fm_broadcast(1.0f / 5040);
+    p = p * r + fm_broadcast(1.0f / 720);
+    p = p * r + fm_broadcast(1.0f / 120);
+    p = p * r + fm_broadcast(1.0f / 24);
+    p = p * r + fm_broadcast(1.0f / 6);
+    p = p * r + fm_broadcast(0.5f);
+    p = p * r * r + r;
+    const fm_vec scale = (fm_vec)((__builtin_convertvector(n, fm_ivec) + 127) << 23); /* 2^n */
+    return scale * p + (scale - fm_broadcast(1.0f));
+}
+
+FM_ALWAYS_INLINE fm_vec fm_elu(fm_vec v)
+{
+    const fm_ivec positive = v > (fm_vec){0};
+    return (fm_vec)((positive & (fm_ivec)v) | (~positive & (fm_ivec)fm_expm1_nonpositive((fm_vec)(~positive & (fm_ivec)v))));
+}
+
 #endif
