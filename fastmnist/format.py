@@ -46,8 +46,8 @@ def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]
         archive = zipfile.ZipFile(path)
     except FileNotFoundError:
         raise WeightsFormatError(f"{where}: no such file") from None
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise WeightsFormatError(f"{where}: not an .npz (zip) archive ({e})") from None
+    except Exception as e:  # a corrupt central directory raises BadZipFile, NotImplementedError, struct.error, ...
+        raise WeightsFormatError(f"{where}: not an .npz (zip) archive ({type(e).__name__}: {e})") from None
     with archive:
         members = archive.infolist()
         if len(members) > MAX_ARRAYS:
