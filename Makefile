@@ -22,7 +22,7 @@ test: $(PYTHON)
 
 bench: $(PYTHON)
 	$(PYTHON) -m pip install --quiet '.[bench]'
-	$(PYTHON) benchmarks/latency.py
+	$(PYTHON) benchmarks/bench.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info fastmnist/_engine.c fastmnist/*.so

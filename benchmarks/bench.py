@@ -1,0 +1,226 @@
+"""fastmnist against LiteRT, ONNX Runtime, TensorFlow and plain NumPy, on the same networks, in one run.
+
+    python benchmarks/bench.py                          # every shipped model, 1 and 2 threads
+    python benchmarks/bench.py --models cnn --calls 5000
+    python benchmarks/bench.py --quick --models mlp300  # a smoke run: few calls, numbers meaningless
+    python benchmarks/bench.py --random                 # random weights in the mlp300 and cnn shapes
+
+For each model and thread count: batch-1 latency as a Python user sees it (median and p99 over all calls after
+warm-up), batch-1024 throughput (the fastest of a few timed stretches), peak memory of the cnn at batch 1024
+(each runtime in a fresh process) and each runtime's agreement with fastmnist. All runtimes at all thread counts
+are interleaved round by round, so that noise from the machine hits them all alike. Prints a markdown table; see
+benchmarks/README.md for what each column means. A benchmark, not a test: nothing here asserts speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # run from a checkout without installing
+
+import fastmnist  # noqa: E402
+from memory import peak_mb  # noqa: E402
+from peers import RUNTIMES, write_peer_files  # noqa: E402
+from random_models import CNN_LAYERS, random_images, write_model  # noqa: E402
+from worker import Worker  # noqa: E402
+
+MNIST_FOLDER = ROOT.parent / "shared" / "data" / "mnist"
+PEER_PACKAGES = ("ai-edge-litert", "onnxruntime", "onnx", "tensorflow")
+MLP300_LAYERS = [{"type": "dense", "name": "fc1", "units": 300, "activation": "relu"},
+                 {"type": "dense", "name": "logits", "units": 10, "activation": "softmax"}]
+RANDOM_SHAPES = {"mlp300": (MLP300_LAYERS, (784,)), "cnn": (CNN_LAYERS, (28, 28, 1))}
+MEMORY_MODEL = "cnn"
+AGREEMENT_IMAGES = 300
+AGREEMENT_ATOL = 1e-4  # beyond this a runtime is flagged: float32 rounding alone stays far below it
+LATENCY_ROUNDS = 20
+
+
+@dataclass(frozen=True)
+class Plan:
+    calls: int              # batch-1 calls timed per runtime and thread count
+    warm_up_calls: int      # batch-1 calls made before timing: caches, thread pools, lazy allocations
+    throughput_rounds: int  # timed stretches of batch calls per runtime; the fastest counts
+    throughput_seconds: float  # length of one stretch
+    batch: int
+    threads: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Row:
+    model: str
+    threads: int
+    runtime: str
+    median_us: float
+    p99_us: float
+    images_per_s: float
+    max_diff: float
+    argmax_agreement: float
+    memory_mb: float | None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = Plan(calls=args.calls or (100 if args.quick else 2000), warm_up_calls=20 if args.quick else 200,
+                throughput_rounds=2 if args.quick else 5, throughput_seconds=0.02 if args.quick else 0.2,
+                batch=args.batch, threads=tuple(args.threads))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter, in every process
+    with tempfile.TemporaryDirectory(prefix="fastmnist-bench-") as folder:
+        rows = run(args, plan, Path(folder))
+    print_table(rows, plan)
+    return 0
+
+
+def run(args: argparse.Namespace, plan: Plan, workdir: Path) -> list[Row]:
+    """Every model at every thread count; `workdir` receives random weights and the converted peer models."""
+    models = model_paths(args, workdir)
+    images, source = benchmark_images(max(plan.batch, AGREEMENT_IMAGES))
+    inputs = {"single": images[:1], "batch": images[:plan.batch], "agreement": images[:AGREEMENT_IMAGES]}
+
+    fastmnist.show_config()
+    print(f"inputs: {source}; peers: {peer_versions()}")
+    workers = [Worker(threads) for threads in plan.threads]
+    try:
+        return [row for name, weights in models.items()
+                for row in benchmark_model(name, weights, workers, workdir, inputs, plan, args.skip_memory)]
+    finally:
+        for worker in workers:
+            worker.close()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", help="shipped model names or weights files (default: all shipped)")
+    parser.add_argument("--random", action="store_true", help="random weights in the mlp300 and cnn shapes")
+    parser.add_argument("--calls", type=int, help="batch-1 calls timed per runtime (default 2000; 100 with --quick)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default 1 2)")
+    parser.add_argument("--batch", type=int, default=1024, help="batch size for throughput and memory")
+    parser.add_argument("--skip-memory", action="store_true", help="do not measure peak memory")
+    parser.add_argument("--quick", action="store_true", help="few calls and rounds: a smoke run")
+    return parser.parse_args(argv)
+
+
+def model_paths(args: argparse.Namespace, workdir: Path) -> dict[str, Path]:
+    """label -> weights file. mlp300 and cnn get random weights with --random or while not shipped (in training)."""
+    shipped = fastmnist.shipped_models()
+    names = args.models or ([] if args.random else shipped) or list(RANDOM_SHAPES)
+    paths = {}
+    for name in names:
+        if name in RANDOM_SHAPES and (args.random or name not in shipped):
+            layers, shape = RANDOM_SHAPES[name]
+            paths[f"{name} (random weights)"] = write_model(workdir / f"{name}.npz", layers, shape)
+        elif args.random:
+            raise SystemExit(f"--random: no random shape for '{name}', only for {', '.join(RANDOM_SHAPES)}")
+        else:
+            paths[Path(name).stem] = fastmnist.load(name).path
+    return paths
+
+
+def benchmark_images(count: int) -> tuple[np.ndarray, str]:
+    """(count, 28, 28) float32 in [0, 1]: MNIST test digits where the shared copy exists, else random ink."""
+    if MNIST_FOLDER.is_dir():
+        _, (test_images, _) = fastmnist.load_mnist(MNIST_FOLDER)
+        return (test_images[:count] / np.float32(255)).astype(np.float32), f"MNIST test images ({MNIST_FOLDER})"
+    return random_images(count), "random MNIST-like images (no MNIST copy found)"
+
+
+def peer_versions() -> str:
+    found = []
+    for package in PEER_PACKAGES:
+        try:
+            found.append(f"{package} {metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{package} missing")
+    return ", ".join(found)
+
+
+def benchmark_model(name: str, weights: Path, workers: list[Worker], workdir: Path, inputs: dict, plan: Plan,
+                    skip_memory: bool) -> list[Row]:
+    print(f"\n{name}: {weights}", flush=True)
+    skipped = write_peer_files(weights, workdir)
+    for worker in workers:
+        for runtime, reason in worker.call("load", weights, workdir, inputs).items():
+            skipped.setdefault(runtime, reason)  # a conversion failure explains the worker's "not written"
+    for runtime, reason in skipped.items():
+        print(f"  skipping {runtime}: {reason}")
+    runtimes = [r for r in RUNTIMES if r not in skipped]
+    blocks = [(worker, runtime) for worker in workers for runtime in runtimes]
+
+    agreement = {(w.threads, r): agreement_with_fastmnist(w, r) for w, r in blocks}
+    latency = interleaved_latencies(blocks, plan)
+    rate = interleaved_throughput(blocks, plan)
+    memory = {}
+    if weights.stem == MEMORY_MODEL and not skip_memory:
+        print(f"  measuring peak memory at batch {plan.batch}, one fresh process each", flush=True)
+        memory = {(w.threads, r): peak_mb(r, weights, w.threads, workdir, plan.batch) for w, r in blocks}
+    return [Row(name, w.threads, r, *latency[w.threads, r], rate[w.threads, r], *agreement[w.threads, r],
+                memory.get((w.threads, r))) for w, r in blocks]
+
+
+def agreement_with_fastmnist(worker: Worker, runtime: str) -> tuple[float, float]:
+    """(max |Δp|, fraction of equal argmax) of `runtime` against fastmnist at the same thread count."""
+    expected = worker.call("probabilities", "fastmnist")
+    got = worker.call("probabilities", runtime)
+    return float(np.abs(got - expected).max()), float(np.mean(got.argmax(1) == expected.argmax(1)))
+
+
+def interleaved_latencies(blocks: list[tuple[Worker, str]], plan: Plan) -> dict[tuple[int, str], tuple[float, float]]:
+    """(threads, runtime) -> (median, p99) µs of batch-1 calls, made in rounds that visit every runtime."""
+    for worker, runtime in blocks:
+        worker.call("latencies_us", runtime, plan.warm_up_calls)
+    samples = {(w.threads, r): [] for w, r in blocks}
+    per_round = max(1, plan.calls // LATENCY_ROUNDS)
+    for round_index in range(LATENCY_ROUNDS):
+        for worker, runtime in rotated(blocks, round_index):
+            samples[worker.threads, runtime] += worker.call("latencies_us", runtime, per_round)
+    return {key: (statistics.median(s), float(np.percentile(s, 99))) for key, s in samples.items()}
+
+
+def interleaved_throughput(blocks: list[tuple[Worker, str]], plan: Plan) -> dict[tuple[int, str], float]:
+    """(threads, runtime) -> images/s at batch `plan.batch`, from the fastest of the rounds."""
+    for worker, runtime in blocks:
+        worker.call("batch_seconds", runtime, 0.0)
+    best = {(w.threads, r): float("inf") for w, r in blocks}
+    for round_index in range(plan.throughput_rounds):
+        for worker, runtime in rotated(blocks, round_index):
+            seconds = worker.call("batch_seconds", runtime, plan.throughput_seconds)
+            best[worker.threads, runtime] = min(best[worker.threads, runtime], seconds)
+    return {key: plan.batch / seconds for key, seconds in best.items()}
+
+
+def rotated(blocks: list, round_index: int) -> list:
+    """The blocks starting at a different one each round, so that no runtime always follows the same one."""
+    start = round_index % len(blocks)
+    return blocks[start:] + blocks[:start]
+
+
+def print_table(rows: list[Row], plan: Plan) -> None:
+    print(f"\nbatch-1 latency per call in µs; throughput in images/s at batch {plan.batch}; "
+          f"latency ratio = runtime / fastmnist and throughput ratio = fastmnist / runtime, at the same thread "
+          f"count (> 1: fastmnist is faster); peak MB above bare NumPy ({MEMORY_MODEL} at batch {plan.batch}); "
+          f"agreement with fastmnist on {AGREEMENT_IMAGES} images, ⚠ beyond {AGREEMENT_ATOL:g}\n")
+    print("| model | threads | runtime | median µs | p99 µs | latency ratio | images/s | throughput ratio "
+          "| peak MB | max \\|Δp\\| | argmax agree |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    baseline = {(r.model, r.threads): r for r in rows if r.runtime == "fastmnist"}
+    for r in rows:
+        base = baseline[r.model, r.threads]
+        memory = "—" if r.memory_mb is None else f"{r.memory_mb:,.0f}"
+        flag = " ⚠" if r.max_diff > AGREEMENT_ATOL else ""
+        print(f"| {r.model} | {r.threads} | {r.runtime} | {r.median_us:,.1f} | {r.p99_us:,.1f} | "
+              f"{r.median_us / base.median_us:.2f}× | {r.images_per_s:,.0f} | "
+              f"{base.images_per_s / r.images_per_s:.2f}× | {memory} | {r.max_diff:.1e}{flag} | "
+              f"{r.argmax_agreement:.1%} |")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
