@@ -1,0 +1,366 @@
+"""Tests for the desktop app, driven through real mouse events (pytest-qt, offscreen)."""
+
+from __future__ import annotations
+
+import math
+import os
+import types
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+pytest.importorskip("PySide6", reason="the app needs PySide6")
+pytest.importorskip("pytestqt", reason="the app's tests need pytest-qt")
+
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt  # noqa: E402
+from PySide6.QtGui import QInputDevice, QPointingDevice, QTabletEvent  # noqa: E402
+from PySide6.QtTest import QTest  # noqa: E402
+from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QMessageBox, QTabWidget  # noqa: E402
+
+import fastmnist  # noqa: E402
+from fastmnist import format as weights_format  # noqa: E402
+from fastmnist.images import read_image  # noqa: E402
+from fastmnist.preprocess import to_mnist  # noqa: E402
+from gui import catalog  # noqa: E402
+from gui.app import create_window  # noqa: E402
+from gui.canvas import PICTURE_SIZE, Canvas  # noqa: E402
+from gui.inspector import shown_layers  # noqa: E402
+from gui.main_window import MainWindow  # noqa: E402
+from gui.model_selector import ModelSelector  # noqa: E402
+from gui.prediction_view import EMPTY_TEXT, ProbabilityBars  # noqa: E402
+from gui.tiles import TileGrid  # noqa: E402
+
+# Any Qt warning fails a test, except one the offscreen platform always prints for main windows.
+pytestmark = [
+    pytest.mark.qt_log_level_fail("WARNING"),
+    pytest.mark.qt_log_ignore("This plugin does not support propagateSizeHints"),
+]
+
+
+
+def arc(centre_x, centre_y, radius_x, radius_y, start, stop, count=30):
+    """Points along an elliptic arc; angles in degrees, clockwise on screen from 3 o'clock."""
+    return [(centre_x + radius_x * math.cos(math.radians(a)), centre_y + radius_y * math.sin(math.radians(a)))
+            for a in np.linspace(start, stop, count)]
+
+
+# Each digit as a person writes it: strokes of points normalised to the canvas square, in drawing order.
+DIGITS = {
+    "0": [arc(0.5, 0.5, 0.2, 0.33, -90, -450, 50)],
+    "1": [[(0.47, 0.18), (0.5, 0.5), (0.53, 0.82)]],
+    "2": [arc(0.5, 0.33, 0.18, 0.17, 200, 400) + [(0.3, 0.85), (0.73, 0.85)]],
+    "3": [arc(0.5, 0.32, 0.17, 0.15, 200, 450) + arc(0.5, 0.66, 0.19, 0.19, 270, 520)[1:]],
+    "4": [[(0.58, 0.15), (0.28, 0.62), (0.76, 0.62)], [(0.63, 0.35), (0.63, 0.88)]],
+    "5": [[(0.34, 0.17), (0.33, 0.48)] + arc(0.49, 0.65, 0.2, 0.19, 235, 500), [(0.34, 0.17), (0.7, 0.17)]],
+    "6": [[(0.66, 0.15), (0.5, 0.26), (0.38, 0.42)] + arc(0.5, 0.66, 0.18, 0.19, 200, -160, 40)],
+    "7": [[(0.28, 0.18), (0.72, 0.18), (0.45, 0.86)]],
+    "8": [arc(0.5, 0.3, 0.15, 0.15, 90, 450) + arc(0.5, 0.66, 0.19, 0.19, -90, 270, 40)],
+    "9": [arc(0.5, 0.33, 0.17, 0.16, 0, -360, 40) + [(0.64, 0.86)]],
+}
+ONE, ZERO = DIGITS["1"], DIGITS["0"]
+
+
+def square_of(canvas: Canvas) -> tuple[float, float, float]:
+    """(left, top, side) of the canvas's drawing square in widget pixels."""
+    side = min(canvas.width(), canvas.height())
+    return (canvas.width() - side) / 2, (canvas.height() - side) / 2, side
+
+
+def draw(qtbot, canvas: Canvas, strokes, step: float = 0.02) -> None:
+    """Draw `strokes` on `canvas` with mouse press, moves every `step` (normalised) and release."""
+    left, top, side = square_of(canvas)
+    for stroke in strokes:
+        points = []
+        for (x0, y0), (x1, y1) in zip(stroke, stroke[1:]):
+            count = max(1, math.ceil(math.hypot(x1 - x0, y1 - y0) / step))
+            points += [(x0 + (x1 - x0) * i / count, y0 + (y1 - y0) * i / count) for i in range(count)]
+        points.append(stroke[-1])
+        pixels = [QPoint(round(left + x * side), round(top + y * side)) for x, y in points]
+        qtbot.mousePress(canvas, Qt.MouseButton.LeftButton, pos=pixels[0])
+        for pixel in pixels[1:]:
+            qtbot.mouseMove(canvas, pixel)
+        qtbot.mouseRelease(canvas, Qt.MouseButton.LeftButton, pos=pixels[-1])
+
+
+def save_model(path, layers: list[dict], arrays: dict[str, np.ndarray], accuracy: float) -> str:
+    spec = {
+        "format": "fastmnist-weights",
+        "version": 1,
+        "input": {"shape": [28, 28, 1], "range": [0.0, 1.0]},
+        "classes": [str(digit) for digit in range(10)],
+        "layers": layers,
+        "metadata": {"test_accuracy": accuracy},
+    }
+    weights_format.save(path, spec, arrays)
+    return str(path)
+
+
+@pytest.fixture
+def small_models(tmp_path) -> dict[str, str]:
+    """Two untrained models in temporary files: a softmax regression and a tiny CNN."""
+    rng = np.random.default_rng(0)
+    softmax = save_model(
+        tmp_path / "softmax.npz",
+        [{"type": "flatten", "name": "flatten"},
+         {"type": "dense", "name": "logits", "units": 10, "activation": "softmax"}],
+        {"logits/kernel": rng.normal(0, 0.05, (784, 10)), "logits/bias": np.zeros(10)},
+        accuracy=0.5,
+    )
+    cnn = save_model(
+        tmp_path / "tiny_cnn.npz",
+        [{"type": "conv2d", "name": "conv1", "filters": 4, "kernel_size": [3, 3], "padding": "same",
+          "activation": "relu"},
+         {"type": "flatten", "name": "flatten"},
+         {"type": "dense", "name": "fc1", "units": 12, "activation": "relu"},
+         {"type": "dense", "name": "logits", "units": 10, "activation": "softmax"}],
+        {"conv1/kernel": rng.normal(0, 0.3, (3, 3, 1, 4)), "conv1/bias": np.zeros(4),
+         "fc1/kernel": rng.normal(0, 0.02, (3136, 12)), "fc1/bias": np.zeros(12),
+         "logits/kernel": rng.normal(0, 0.3, (12, 10)), "logits/bias": np.zeros(10)},
+        accuracy=0.6,
+    )
+    return {"softmax": softmax, "cnn": cnn}
+
+
+@pytest.fixture
+def window(qtbot, small_models) -> MainWindow:
+    window = MainWindow({path: fastmnist.load(path) for path in small_models.values()})
+    window.use_model(small_models["softmax"])
+    qtbot.addWidget(window)
+    window.resize(900, 600)
+    window.show()
+    qtbot.waitExposed(window)
+    return window
+
+
+@pytest.fixture
+def canvas(qtbot) -> Canvas:
+    canvas = Canvas()
+    qtbot.addWidget(canvas)
+    canvas.resize(300, 300)
+    canvas.show()
+    qtbot.waitExposed(canvas)
+    return canvas
+
+
+def prediction_label(window: MainWindow) -> QLabel:
+    return window.findChild(QLabel, "prediction")
+
+
+def wait_for_prediction(qtbot, window: MainWindow) -> str:
+    qtbot.waitUntil(lambda: prediction_label(window).text() != "", timeout=2000)
+    return prediction_label(window).text()
+
+
+# --- the canvas alone --------------------------------------------------------------------------
+
+
+def test_canvas_publishes_ink_where_the_mouse_drew(qtbot, canvas):
+    with qtbot.waitSignal(canvas.pictureChanged, timeout=1000) as published:
+        draw(qtbot, canvas, [[(0.2, 0.5), (0.8, 0.5)]])
+    picture = published.args[0]
+    assert picture.shape == (PICTURE_SIZE, PICTURE_SIZE) and picture.dtype == np.uint8
+    middle = PICTURE_SIZE // 2
+    assert picture[middle, int(0.25 * PICTURE_SIZE) : int(0.75 * PICTURE_SIZE)].min() > 200
+    assert picture[: middle - 30].max() == 0 and picture[middle + 30 :].max() == 0
+
+
+def test_canvas_joins_distant_samples_of_a_fast_stroke(qtbot, canvas):
+    draw(qtbot, canvas, [[(0.1, 0.3), (0.9, 0.7)]], step=1.0)  # press, one move, release
+    picture = canvas.picture()
+    for fraction in np.linspace(0.15, 0.85, 15):
+        x, y = fraction * PICTURE_SIZE, (0.3 + 0.4 * (fraction - 0.1) / 0.8) * PICTURE_SIZE
+        assert picture[int(y), int(x)] > 200, f"gap at {fraction:.2f} of the stroke"
+
+
+def test_canvas_keeps_the_drawing_when_resized(qtbot, canvas):
+    draw(qtbot, canvas, ZERO)
+    before = canvas.picture()
+    canvas.resize(520, 410)
+    qtbot.wait(10)
+    after = canvas.picture()
+    assert np.corrcoef(before.ravel(), after.ravel())[0, 1] > 0.95
+
+
+def test_canvas_undo_removes_only_the_last_stroke_and_clear_removes_all(qtbot, canvas):
+    draw(qtbot, canvas, [[(0.2, 0.2), (0.8, 0.2)], [(0.2, 0.8), (0.8, 0.8)]])
+    canvas.undo()
+    picture = canvas.picture()
+    assert picture[int(0.2 * PICTURE_SIZE)].max() > 200
+    assert picture[int(0.8 * PICTURE_SIZE)].max() == 0
+    canvas.clear()
+    assert canvas.is_empty() and canvas.picture().max() == 0
+
+
+def test_canvas_saves_a_png_that_reads_back_as_the_same_digit(qtbot, canvas, tmp_path):
+    draw(qtbot, canvas, ONE)
+    path = str(tmp_path / "one.png")
+    assert canvas.save(path)
+    reread = to_mnist(read_image(path))
+    drawn = to_mnist(canvas.picture())
+    assert np.abs(reread - drawn).mean() < 0.03
+
+
+def test_canvas_draws_with_a_pen_tablet(canvas):
+    pen = QPointingDevice("test pen", 1001, QInputDevice.DeviceType.Stylus, QPointingDevice.PointerType.Pen,
+                          QInputDevice.Capability.Position | QInputDevice.Capability.Pressure, 1, 2)
+
+    def send(kind: QEvent.Type, x: float, buttons: Qt.MouseButton) -> None:
+        position = QPointF(x, 150)
+        event = QTabletEvent(kind, pen, position, canvas.mapToGlobal(position), 0.8, 0, 0, 0, 0, 0,
+                             Qt.KeyboardModifier.NoModifier, Qt.MouseButton.LeftButton, buttons)
+        QApplication.sendEvent(canvas, event)
+
+    send(QEvent.Type.TabletPress, 50, Qt.MouseButton.LeftButton)
+    for x in range(60, 260, 10):
+        send(QEvent.Type.TabletMove, x, Qt.MouseButton.LeftButton)
+    send(QEvent.Type.TabletRelease, 250, Qt.MouseButton.NoButton)
+    picture = canvas.picture()
+    assert picture[PICTURE_SIZE // 2, int(0.2 * PICTURE_SIZE) : int(0.8 * PICTURE_SIZE)].min() > 200
+
+
+def test_canvas_draws_with_a_finger(qtbot, canvas):
+    screen = QTest.createTouchDevice()
+    QTest.touchEvent(canvas, screen).press(0, QPoint(150, 40), canvas).commit()
+    for y in range(50, 260, 10):
+        QTest.touchEvent(canvas, screen).move(0, QPoint(150, y), canvas).commit()
+    QTest.touchEvent(canvas, screen).release(0, QPoint(150, 250), canvas).commit()
+    picture = canvas.picture()
+    assert picture[int(0.2 * PICTURE_SIZE) : int(0.8 * PICTURE_SIZE), PICTURE_SIZE // 2].min() > 200
+
+
+# --- the window ---------------------------------------------------------------------------------
+
+
+def test_window_opens_empty_and_asks_for_a_digit(window):
+    assert prediction_label(window).text() == ""
+    assert any(EMPTY_TEXT in label.text() for label in window.findChildren(QLabel))
+
+
+def test_window_predicts_while_drawing_and_clears_with_escape(qtbot, window):
+    canvas = window.findChild(Canvas, "canvas")
+    draw(qtbot, canvas, ONE)
+    assert wait_for_prediction(qtbot, window) in [str(digit) for digit in range(10)]
+    bars = window.findChild(ProbabilityBars, "probabilities")
+    assert bars.probabilities().sum() == pytest.approx(1.0, abs=1e-4)
+
+    qtbot.keyClick(canvas, Qt.Key.Key_Escape)
+    qtbot.waitUntil(lambda: prediction_label(window).text() == "", timeout=2000)
+    assert bars.probabilities() is None
+
+
+def test_window_switches_models_from_the_selector(qtbot, window, small_models):
+    canvas = window.findChild(Canvas, "canvas")
+    draw(qtbot, canvas, ZERO)
+    wait_for_prediction(qtbot, window)
+    selector = window.findChild(ModelSelector, "modelSelector")
+    selector.setCurrentIndex(selector.findData(small_models["cnn"]))
+    assert window.model().layers[0]["type"] == "conv2d"
+    expected = window.model().predict_proba(to_mnist(canvas.picture())[None])[0]
+    bars = window.findChild(ProbabilityBars, "probabilities")
+    np.testing.assert_allclose(bars.probabilities(), expected, atol=1e-6)
+
+
+def test_window_without_any_model_draws_but_does_not_guess(qtbot, small_models, monkeypatch):
+    window = MainWindow({})
+    qtbot.addWidget(window)
+    window.show()
+    canvas = window.findChild(Canvas, "canvas")
+    with qtbot.waitSignal(canvas.pictureChanged, timeout=1000):
+        draw(qtbot, canvas, ONE)
+    assert prediction_label(window).text() == ""
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *args, **kwargs: (small_models["softmax"], ""))
+    selector = window.findChild(ModelSelector, "modelSelector")
+    selector.setCurrentIndex(selector.count() - 1)  # "Open weights file…"
+    assert wait_for_prediction(qtbot, window) in [str(digit) for digit in range(10)]
+
+
+def test_window_refuses_a_corrupt_weights_file_and_keeps_working(qtbot, window, tmp_path, monkeypatch):
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"PK\x03\x04 this is not a zip archive")
+    errors = []
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *args, **kwargs: (str(corrupt), ""))
+    monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text: errors.append(text))
+    before = window.model()
+    selector = window.findChild(ModelSelector, "modelSelector")
+    active_index = selector.currentIndex()
+
+    selector.setCurrentIndex(selector.count() - 1)  # "Open weights file…"
+
+    assert len(errors) == 1 and "corrupt.npz" in errors[0]
+    assert window.model() is before
+    assert selector.currentIndex() == active_index
+    draw(qtbot, window.findChild(Canvas, "canvas"), ONE)
+    assert wait_for_prediction(qtbot, window) in [str(digit) for digit in range(10)]
+
+
+def test_look_inside_shows_feature_maps_dense_units_and_ideal_input_status(qtbot, window, small_models):
+    window.use_model(small_models["cnn"])
+    window.findChild(QTabWidget).setCurrentIndex(1)
+    draw(qtbot, window.findChild(Canvas, "canvas"), ZERO)
+    qtbot.waitUntil(lambda: window.findChild(TileGrid, "activations:conv1").tile_count() == 4, timeout=2000)
+    assert window.findChild(TileGrid, "activations:fc1").tile_count() == 1
+    assert window.findChild(TileGrid, "activations:logits") is None  # the output layer is not hidden
+    assert any("not stored in this weights file" in label.text() for label in window.findChildren(QLabel))
+
+
+def test_look_inside_shows_hidden_layers_after_their_normalisation_and_activation():
+    layers = [
+        {"type": "conv2d", "name": "conv1", "filters": 8},
+        {"type": "batchnorm", "name": "bn1"},
+        {"type": "activation", "name": "relu1"},
+        {"type": "maxpool2d", "name": "pool1"},
+        {"type": "flatten", "name": "flatten"},
+        {"type": "dense", "name": "fc1", "units": 64},
+        {"type": "dropout", "name": "dropout"},
+        {"type": "dense", "name": "fc2", "units": 32},
+        {"type": "dense", "name": "logits", "units": 10},
+    ]
+    assert [name for name, _ in shown_layers(layers)] == ["relu1", "dropout"]
+    softmax_regression = [{"type": "flatten", "name": "f"}, {"type": "dense", "name": "logits", "units": 10}]
+    assert shown_layers(softmax_regression) == []
+
+
+def test_the_app_opens_on_the_cnn_else_on_the_most_accurate_model():
+    def model(accuracy):
+        return types.SimpleNamespace(metadata={} if accuracy is None else {"test_accuracy": accuracy})
+
+    assert catalog.best({"mlp": model(0.99), "cnn": model(0.98)}) == "cnn"
+    assert catalog.best({"a": model(0.97), "b": model(0.985), "c": model(None)}) == "b"
+    assert catalog.best({}) is None
+
+
+def test_opening_an_image_file_classifies_it(qtbot, window, canvas, tmp_path):
+    draw(qtbot, canvas, ONE)
+    path = str(tmp_path / "one.png")
+    assert canvas.save(path)
+    assert window.open_image(path)
+    assert wait_for_prediction(qtbot, window) in [str(digit) for digit in range(10)]
+
+
+# --- with the shipped, trained models --------------------------------------------------------------
+
+needs_trained_model = pytest.mark.skipif(
+    not fastmnist.shipped_models(), reason="weights/ holds no trained model yet (train and export one first)"
+)
+
+
+@pytest.fixture(scope="module")
+def app_window(qapp):
+    """The app as it starts: the best shipped model, shared by the tests that only draw and read."""
+    window = create_window()
+    window.resize(900, 600)
+    window.show()
+    yield window
+    window.close()
+
+
+@needs_trained_model
+@pytest.mark.parametrize("digit", sorted(DIGITS))
+def test_the_best_shipped_model_reads_each_drawn_digit(qtbot, app_window, digit):
+    canvas = app_window.findChild(Canvas, "canvas")
+    canvas.clear()
+    qtbot.waitUntil(lambda: prediction_label(app_window).text() == "", timeout=2000)
+    draw(qtbot, canvas, DIGITS[digit])
+    qtbot.waitUntil(lambda: prediction_label(app_window).text() == digit, timeout=2000)
