@@ -1,0 +1,185 @@
+"""The ``fastmnist`` command: train, export, eval, predict, gui, info.
+
+Each subcommand imports what it needs when it runs, so ``eval``/``predict`` never load TensorFlow and
+``--help`` is instant. Expected failures (a bad file, missing data, an optional package that is not
+installed) print one line on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .training import MODEL_NAMES
+
+DEFAULT_MODEL = "cnn"
+EXIT_ERROR = 2
+INSTALL_HINTS = {
+    "train": "; install with: pip install 'fastmnist[train]'",
+    "export": "; install with: pip install 'fastmnist[train]'",
+    "predict": "; install with: pip install 'fastmnist[gui]'",
+    "gui": "; install with: pip install 'fastmnist[gui]'",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args, argv)
+    except ImportError as error:
+        hint = INSTALL_HINTS.get(args.command, "")
+        print(f"fastmnist {args.command}: a package it needs cannot be imported ({error}){hint}", file=sys.stderr)
+    except (OSError, ValueError) as error:  # the project's errors (weights, data, export) are ValueErrors
+        print(f"fastmnist {args.command}: {error}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastmnist", description="Fast CPU inference for MNIST networks.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train", help="train a model with TensorFlow and export it",
+        description="Train one of the named models on MNIST (TensorBoard logs, Keras model in the run folder), "
+        "print its test accuracy and export it to a weights file.")
+    train.add_argument("model", choices=MODEL_NAMES, metavar="MODEL", help=f"one of: {', '.join(MODEL_NAMES)}")
+    train.add_argument("--epochs", type=int, help="number of epochs (default: the model's recipe)")
+    train.add_argument("--batch-size", type=int, help="batch size (default: the model's recipe)")
+    train.add_argument("--data", metavar="DIR", help="folder with the four MNIST IDX files")
+    train.add_argument("--out", metavar="FILE", help="weights file to write (default: weights/MODEL.npz)")
+    train.add_argument("--logdir", metavar="DIR",
+                       help="TensorBoard log folder (default: runs/MODEL-<UTC time>/logs); the Keras model "
+                       "is saved in its parent folder")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    train.set_defaults(run=_train)
+
+    export = commands.add_parser(
+        "export", help="export a saved Keras model to a weights file",
+        description="Convert a saved Keras Sequential model (.keras) to the fastmnist weights format, storing "
+        "MNIST test images with Keras' probabilities, and check that the engine reproduces them. The training "
+        "record that `fastmnist train` writes beside the model (same name, .json) goes into the metadata.")
+    export.add_argument("keras_file", metavar="KERAS_FILE", help="a saved Keras model (.keras)")
+    export.add_argument("out", metavar="OUT.npz", help="weights file to write")
+    export.add_argument("--data", metavar="DIR", help="folder with the four MNIST IDX files")
+    export.set_defaults(run=_export)
+
+    evaluate = commands.add_parser(
+        "eval", help="accuracy and confusion matrix on the MNIST test set",
+        description="Classify the 10,000 MNIST test images with the engine (no TensorFlow) and print the "
+        "accuracy and the confusion matrix.")
+    evaluate.add_argument("weights", metavar="WEIGHTS", help="a weights file or a shipped model name")
+    evaluate.add_argument("--data", metavar="DIR", help="folder with the four MNIST IDX files")
+    evaluate.set_defaults(run=_eval)
+
+    predict = commands.add_parser(
+        "predict", help="classify image files",
+        description="Print the most likely digit and the probability of each digit for each image file.")
+    predict.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, ...)")
+    predict.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|FILE",
+                         help=f"a shipped model name or a weights file (default: {DEFAULT_MODEL})")
+    predict.set_defaults(run=_predict)
+
+    gui = commands.add_parser("gui", help="open the drawing app", description="Draw digits and watch the model.")
+    gui.add_argument("--model", metavar="NAME|FILE", help="a shipped model name or a weights file")
+    gui.set_defaults(run=_gui)
+
+    info = commands.add_parser("info", help="show the engine's build and CPU configuration",
+                               description="Show how the engine was built and which kernels it uses.")
+    info.set_defaults(run=_info)
+    return parser
+
+
+def _train(args: argparse.Namespace, argv: list[str]) -> int:
+    from .training.train import train
+
+    train(args.model, epochs=args.epochs, batch_size=args.batch_size, data=args.data, out=args.out,
+          logdir=args.logdir, seed=args.seed, command=shlex.join(["fastmnist", *argv]))
+    return 0
+
+
+def _export(args: argparse.Namespace, argv: list[str]) -> int:
+    import keras
+
+    from .datasets import load_mnist
+    from .export import export_keras
+
+    model = keras.saving.load_model(args.keras_file)
+    _, (x_test, y_test) = load_mnist(args.data)
+    probabilities = model.predict(x_test.astype(np.float32).reshape((-1, *model.input_shape[1:])) / 255.0,
+                                  batch_size=1000, verbose=0)
+    accuracy = float(np.mean(probabilities.argmax(axis=1) == y_test))
+    print(f"Keras test accuracy: {accuracy:.2%}")
+    # `fastmnist train` leaves a training record beside the Keras model; keep what it says.
+    record = Path(args.keras_file).with_suffix(".json")
+    metadata = json.loads(record.read_text()) if record.is_file() else {}
+    metadata.update(test_accuracy=round(accuracy, 6), export_command=shlex.join(["fastmnist", *argv]))
+    path = export_keras(model, args.out, reference_images=x_test, metadata=metadata)
+    print(f"exported to {path} (parity with Keras checked on {len(x_test)} test images)")
+    return 0
+
+
+def _eval(args: argparse.Namespace, argv: list[str]) -> int:
+    from . import load
+    from .datasets import load_mnist
+
+    model = load(args.weights)
+    _, (x_test, y_test) = load_mnist(args.data)
+    predicted = model.predict(x_test)
+    correct = int(np.sum(predicted == y_test))
+    print(f"{args.weights}: test accuracy {correct / len(y_test):.2%} ({correct}/{len(y_test)} correct)\n")
+    print(format_confusion_matrix(confusion_matrix(y_test, predicted)))
+    return 0
+
+
+def _predict(args: argparse.Namespace, argv: list[str]) -> int:
+    from . import load
+    from .images import read_image
+    from .preprocess import to_mnist
+
+    model = load(args.model)
+    images = np.stack([to_mnist(read_image(path)) for path in args.images])
+    for path, probabilities in zip(args.images, model.predict_proba(images)):
+        best = int(probabilities.argmax())
+        spread = "  ".join(f"{digit}:{p:.3f}" for digit, p in enumerate(probabilities))
+        print(f"{path}: {best} ({probabilities[best]:.1%})   {spread}")
+    return 0
+
+
+def _gui(args: argparse.Namespace, argv: list[str]) -> int:
+    import gui.app
+
+    return gui.app.main(model=args.model)
+
+
+def _info(args: argparse.Namespace, argv: list[str]) -> int:
+    from . import show_config
+
+    show_config()
+    return 0
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_classes: int = 10) -> np.ndarray:
+    """``(classes, classes) int64``: entry [t, p] counts images of true class t predicted as p."""
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(counts, (labels.astype(np.int64), predicted.astype(np.int64)), 1)
+    return counts
+
+
+def format_confusion_matrix(counts: np.ndarray) -> str:
+    """The matrix as a text table: a row per true class, a column per predicted class, recall at the end."""
+    classes = range(len(counts))
+    width = max(5, len(str(counts.max())) + 1)
+    lines = ["true \\ predicted".ljust(17) + "".join(f"{c:>{width}}" for c in classes) + "   recall"]
+    for true_class in classes:
+        row = counts[true_class]
+        recall = row[true_class] / row.sum() if row.sum() else float("nan")
+        lines.append(f"{true_class:<17}" + "".join(f"{n:>{width}}" for n in row) + f"   {recall:7.2%}")
+    return "\n".join(lines)
