@@ -1,14 +1,16 @@
 """Per-class "ideal inputs": the image in [0, 1] that a model finds most typical of each class.
 
-For class c, start from a flat grey image and do gradient ascent on
+For class c, start from a flat grey image x0 and do gradient ascent on
 
-    logit_c(x) - L2_PENALTY * ||x||^2,
+    logit_c(x) - lambda_c * ||x||^2,
 
 where logit_c is the model's output before its final softmax (the softmax would reward pushing the other
-classes down rather than building up class c). Each step moves x along the gradient divided by its RMS, so
-the step size does not depend on the model's logit scale, with a step that decays linearly to zero; after
-each step x is clipped to [0, 1], the range of real inputs. The penalty keeps pixels that do not help the
-class dark.
+classes down rather than building up class c). At a maximum the gradient of logit_c equals 2 lambda_c x, so
+lambda_c is tied to the class's own gradient scale, lambda_c = max |grad logit_c(x0)| / 2: for a linear
+model the optimum is then the classic template w_c / max |w_c| (clipped at 0), and deeper models get the
+same scale instead of being pushed into a pattern of saturated pixels. Each step moves x along the gradient
+divided by its RMS, with a step that decays linearly to zero; after each step x is clipped to [0, 1], the
+range of real inputs. The penalty keeps pixels that do not help the class dark.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import tensorflow as tf
 STEPS = 300
 START_VALUE = 0.1
 FIRST_STEP = 0.05  # pixel units, per unit-RMS gradient
-L2_PENALTY = 0.05
 
 
 def ideal_inputs(model: keras.Sequential, steps: int = STEPS) -> np.ndarray:
@@ -32,12 +33,19 @@ def ideal_inputs(model: keras.Sequential, steps: int = STEPS) -> np.ndarray:
     images = tf.Variable(tf.fill((num_classes, *model.input_shape[1:]), START_VALUE))
     logits_of = _logit_function(model)
 
+    def class_logits() -> tf.Tensor:
+        return tf.linalg.diag_part(logits_of(images))  # image c's logit for class c
+
+    with tf.GradientTape() as tape:
+        start_logits = class_logits()
+    start_gradient = tf.reshape(tape.gradient(start_logits, images), (num_classes, -1))
+    penalty_weight = tf.reduce_max(tf.abs(start_gradient), axis=1) / 2.0  # lambda_c
+
     @tf.function
     def ascend(step_size: tf.Tensor) -> None:
         with tf.GradientTape() as tape:
-            logits = logits_of(images)
-            penalty = L2_PENALTY * tf.reduce_sum(tf.reshape(tf.square(images), (num_classes, -1)), axis=1)
-            objective = tf.reduce_sum(tf.linalg.diag_part(logits) - penalty)
+            squares = tf.reduce_sum(tf.reshape(tf.square(images), (num_classes, -1)), axis=1)
+            objective = tf.reduce_sum(class_logits() - penalty_weight * squares)
         gradient = tape.gradient(objective, images)
         rms = tf.sqrt(tf.reduce_mean(tf.square(gradient), axis=range(1, len(images.shape)), keepdims=True))
         images.assign(tf.clip_by_value(images + step_size * gradient / (rms + 1e-12), 0.0, 1.0))
