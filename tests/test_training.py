@@ -114,7 +114,7 @@ def test_augmentation_is_reproducible_and_keeps_the_digit():
 
 def test_ideal_inputs_of_a_linear_model_are_the_known_optimum():
     keras = pytest.importorskip("keras", reason=NEEDS_TF)
-    from fastmnist.training.ideal_inputs import L2_PENALTY, ideal_inputs
+    from fastmnist.training.ideal_inputs import ideal_inputs
 
     model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Flatten(),
                               keras.layers.Dense(10, activation="softmax")])
@@ -122,8 +122,9 @@ def test_ideal_inputs_of_a_linear_model_are_the_known_optimum():
     model.layers[-1].set_weights([kernel, np.zeros(10, np.float32)])
     ideal = ideal_inputs(model)
     assert ideal.shape == (10, 28, 28) and ideal.dtype == np.float32
-    # For logit w.x the optimum of w.x - L2_PENALTY |x|^2 over [0, 1] is clip(w / (2 L2_PENALTY)).
-    expected = np.clip(kernel.T / (2 * L2_PENALTY), 0.0, 1.0).reshape(10, 28, 28)
+    # For logit w.x the penalty weight is max|w| / 2, and the optimum of w.x - (max|w| / 2) |x|^2 over
+    # [0, 1] is clip(w / max|w|, 0, 1): the class template.
+    expected = np.clip(kernel.T / np.abs(kernel).max(axis=0)[:, None], 0.0, 1.0).reshape(10, 28, 28)
     np.testing.assert_allclose(ideal, expected, atol=0.02)
 
 
