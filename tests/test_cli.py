@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import types
@@ -11,10 +12,13 @@ import numpy as np
 import pytest
 from test_datasets import NAMES, idx_bytes
 
+import fastmnist
 from fastmnist import format as weights_format
 from fastmnist.cli import confusion_matrix, format_confusion_matrix, main
 
-REPO = Path(__file__).parents[1]
+# A child interpreter must import the same fastmnist as this one (installed, or built in place in a checkout),
+# and never a source tree without its compiled extension that happens to be in its working directory.
+CHILD_ENV = {**os.environ, "PYTHONPATH": str(Path(fastmnist.__file__).resolve().parents[1])}
 SUBCOMMANDS = ("train", "export", "eval", "predict", "gui", "info")
 NEEDS_TF = "training and export need TensorFlow/Keras (pip install tensorflow)"
 
@@ -69,9 +73,9 @@ def test_every_subcommand_has_help(command, capsys):
     assert capsys.readouterr().out.startswith(f"usage: fastmnist {command}")
 
 
-def test_python_m_fastmnist_runs_the_command_line():
-    result = subprocess.run([sys.executable, "-m", "fastmnist", "--help"], cwd=REPO, capture_output=True,
-                            text=True, check=True)
+def test_python_m_fastmnist_runs_the_command_line(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "fastmnist", "--help"], cwd=tmp_path, env=CHILD_ENV,
+                            capture_output=True, text=True, check=True)
     assert all(command in result.stdout for command in SUBCOMMANDS)
 
 
@@ -87,7 +91,7 @@ def test_eval_prints_accuracy_and_confusion_matrix_without_tensorflow(tmp_path):
         "assert 'tensorflow' not in sys.modules, 'eval imported TensorFlow'; sys.exit(status)"
     )
     result = subprocess.run([sys.executable, "-c", script, "eval", str(tmp_path / "band.npz"), "--data",
-                             str(tmp_path / "data")], cwd=REPO, capture_output=True, text=True)
+                             str(tmp_path / "data")], cwd=tmp_path, env=CHILD_ENV, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "test accuracy 90.00% (18/20 correct)" in result.stdout
     rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()[3:]}
