@@ -339,6 +339,42 @@ def test_opening_an_image_file_classifies_it(qtbot, window, canvas, tmp_path):
     assert wait_for_prediction(qtbot, window) in [str(digit) for digit in range(10)]
 
 
+def test_window_refuses_an_unreadable_image_and_keeps_the_drawing(qtbot, window, tmp_path, monkeypatch):
+    canvas = window.findChild(Canvas, "canvas")
+    draw(qtbot, canvas, ZERO)
+    shown = wait_for_prediction(qtbot, window)
+    drawing = canvas.picture().copy()
+    errors = []
+    monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text: errors.append(text))
+    for name, content in [("garbage.png", b"\x89PNG\r\n\x1a\n not really"), ("empty.jpg", b"")]:
+        (tmp_path / name).write_bytes(content)
+        assert not window.open_image(str(tmp_path / name))
+    assert not window.open_image(str(tmp_path / "missing.png"))
+    assert len(errors) == 3 and "garbage.png" in errors[0]
+    np.testing.assert_array_equal(canvas.picture(), drawing)
+    assert prediction_label(window).text() == shown
+
+
+def test_window_survives_rapid_drawing_clearing_and_model_switching(qtbot, window, small_models):
+    """A frantic user: strokes, clears and model switches faster than the prediction timer fires."""
+    canvas = window.findChild(Canvas, "canvas")
+    selector = window.findChild(ModelSelector, "modelSelector")
+    paths = [small_models["softmax"], small_models["cnn"]]
+    for round_ in range(12):
+        draw(qtbot, canvas, [[(0.2 + 0.05 * (round_ % 5), 0.2), (0.6, 0.8)]], step=0.1)
+        selector.setCurrentIndex(selector.findData(paths[round_ % 2]))
+        if round_ % 4 == 3:
+            qtbot.keyClick(canvas, Qt.Key.Key_Escape)
+    draw(qtbot, canvas, ONE)
+    drawing = canvas.picture().copy()
+    selector.setCurrentIndex(selector.findData(paths[0]))  # switching models keeps the drawing
+    np.testing.assert_array_equal(canvas.picture(), drawing)
+    assert wait_for_prediction(qtbot, window) in [str(digit) for digit in range(10)]
+    expected = window.model().predict_proba(to_mnist(drawing)[None])[0]
+    qtbot.waitUntil(lambda: np.allclose(window.findChild(ProbabilityBars, "probabilities").probabilities(),
+                                        expected, atol=1e-6), timeout=2000)
+
+
 # --- with the shipped, trained models --------------------------------------------------------------
 
 needs_trained_model = pytest.mark.skipif(
