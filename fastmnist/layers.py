@@ -77,7 +77,7 @@ class _Fields:
             raise LayerError(f"unknown field(s) {', '.join(map(repr, unknown))}")
 
 
-def _expect_rank(layer: "Layer", shape: Shape, rank: int, what: str) -> None:
+def _expect_rank(shape: Shape, rank: int, what: str) -> None:
     if len(shape) != rank:
         raise LayerError(f"input has shape {shape}, expected {what}")
 
@@ -90,6 +90,14 @@ def output_size(size: int, window: int, stride: int, padding: str) -> tuple[int,
     if window > size:
         raise LayerError(f"window {window} is larger than the input size {size} with padding 'valid'")
     return (size - window) // stride + 1, 0
+
+
+def _kernel_and_bias(kernel_shape: Shape, use_bias: bool) -> dict[str, Shape]:
+    """A kernel whose last axis is the outputs, and a bias per output when the layer has one."""
+    shapes = {"kernel": kernel_shape}
+    if use_bias:
+        shapes["bias"] = (kernel_shape[-1],)
+    return shapes
 
 
 @dataclass(frozen=True)
@@ -117,14 +125,11 @@ class Dense(Layer):
                    f.boolean("use_bias", True))
 
     def output_shape(self, input_shape: Shape) -> Shape:
-        _expect_rank(self, input_shape, 1, "a vector (put a 'flatten' layer before 'dense')")
+        _expect_rank(input_shape, 1, "a vector (put a 'flatten' layer before 'dense')")
         return (self.units,)
 
     def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
-        shapes = {"kernel": (input_shape[0], self.units)}
-        if self.use_bias:
-            shapes["bias"] = (self.units,)
-        return shapes
+        return _kernel_and_bias((input_shape[0], self.units), self.use_bias)
 
 
 @dataclass(frozen=True)
@@ -144,15 +149,12 @@ class Conv2D(Layer):
                    f.boolean("use_bias", True))
 
     def output_shape(self, input_shape: Shape) -> Shape:
-        _expect_rank(self, input_shape, 3, "(height, width, channels)")
+        _expect_rank(input_shape, 3, "(height, width, channels)")
         (h, w, _), (kh, kw), (sy, sx) = input_shape, self.kernel_size, self.strides
         return output_size(h, kh, sy, self.padding)[0], output_size(w, kw, sx, self.padding)[0], self.filters
 
     def param_shapes(self, input_shape: Shape) -> dict[str, Shape]:
-        shapes = {"kernel": (*self.kernel_size, input_shape[2], self.filters)}
-        if self.use_bias:
-            shapes["bias"] = (self.filters,)
-        return shapes
+        return _kernel_and_bias((*self.kernel_size, input_shape[2], self.filters), self.use_bias)
 
 
 @dataclass(frozen=True)
@@ -168,7 +170,7 @@ class MaxPool2D(Layer):
         return cls(name, pool_size, f.pair("strides", pool_size), f.choice("padding", PADDINGS, "valid"))
 
     def output_shape(self, input_shape: Shape) -> Shape:
-        _expect_rank(self, input_shape, 3, "(height, width, channels)")
+        _expect_rank(input_shape, 3, "(height, width, channels)")
         (h, w, c), (ph, pw), (sy, sx) = input_shape, self.pool_size, self.strides
         return output_size(h, ph, sy, self.padding)[0], output_size(w, pw, sx, self.padding)[0], c
 

@@ -23,26 +23,6 @@ void FM_FN(fm_conv2d_pack_f32)(float *packed, const float *kernel, const fm_wind
             }
 }
 
-FM_ALWAYS_INLINE void store_pixel(float *y, fm_vec lo, fm_vec hi, size_t count, fm_activation activation)
-{
-    if (activation == FM_ACTIVATION_RELU) {
-        lo = fm_relu(lo);
-        hi = fm_relu(hi);
-    } else if (activation == FM_ACTIVATION_ELU) {
-        lo = fm_elu(lo);
-        hi = fm_elu(hi);
-    }
-    if (count == FM_NR) {
-        fm_store(y, lo);
-        fm_store(y + FM_VECTOR_WIDTH, hi);
-    } else {
-        float tmp[FM_NR];
-        fm_store(tmp, lo);
-        fm_store(tmp + FM_VECTOR_WIDTH, hi);
-        memcpy(y, tmp, count * sizeof(float));
-    }
-}
-
 /* `pixels` (<= MAX_PIXELS, a constant after inlining) output pixels from `first` on, in row-major order (a
  * block may wrap onto the next row: no short blocks at row ends), times one panel of output channels. */
 FM_ALWAYS_INLINE void conv_block(size_t pixels, float *out, const float *padded, const float *panel,
@@ -73,7 +53,7 @@ FM_ALWAYS_INLINE void conv_block(size_t pixels, float *out, const float *padded,
     }
     const size_t count = w->out_c - out_c < FM_NR ? w->out_c - out_c : FM_NR;
     for (size_t p = 0; p < pixels; p++)
-        store_pixel(out + (first + p) * w->out_c + out_c, acc[p][0], acc[p][1], count, activation);
+        fm_store_activated(out + (first + p) * w->out_c + out_c, acc[p][0], acc[p][1], count, activation);
 }
 
 void FM_FN(fm_conv2d_f32)(float *out, const float *padded, const float *packed, const float *bias,

@@ -22,27 +22,6 @@ void FM_FN(fm_dense_pack_f32)(float *packed, const float *kernel, size_t in_dim,
             }
 }
 
-/* Writes one row's panel of outputs; only `count` (<= FM_NR) of them exist at the right edge. */
-FM_ALWAYS_INLINE void store_panel(float *y, fm_vec lo, fm_vec hi, size_t count, fm_activation activation)
-{
-    if (activation == FM_ACTIVATION_RELU) {
-        lo = fm_relu(lo);
-        hi = fm_relu(hi);
-    } else if (activation == FM_ACTIVATION_ELU) {
-        lo = fm_elu(lo);
-        hi = fm_elu(hi);
-    }
-    if (count == FM_NR) {
-        fm_store(y, lo);
-        fm_store(y + FM_VECTOR_WIDTH, hi);
-    } else {
-        float tmp[FM_NR];
-        fm_store(tmp, lo);
-        fm_store(tmp + FM_VECTOR_WIDTH, hi);
-        memcpy(y, tmp, count * sizeof(float));
-    }
-}
-
 /* `rows` (<= MAX_ROWS, a constant after inlining) rows times one panel. */
 FM_ALWAYS_INLINE void dense_block(size_t rows, float *out, const float *in, const float *panel, const float *bias,
                                   size_t in_dim, size_t out_dim, size_t col, fm_activation activation)
@@ -63,7 +42,7 @@ FM_ALWAYS_INLINE void dense_block(size_t rows, float *out, const float *in, cons
     }
     const size_t count = out_dim - col < FM_NR ? out_dim - col : FM_NR;
     for (size_t r = 0; r < rows; r++)
-        store_panel(out + r * out_dim + col, acc[r][0], acc[r][1], count, activation);
+        fm_store_activated(out + r * out_dim + col, acc[r][0], acc[r][1], count, activation);
 }
 
 /* A single row would leave one dependent FMA chain per vector; four interleaved partial sums over k keep
@@ -87,7 +66,7 @@ static void dense_single_row(float *out, const float *in, const float *panel, co
     const fm_vec lo = fm_load(bias + col) + ((acc[0][0] + acc[1][0]) + (acc[2][0] + acc[3][0]));
     const fm_vec hi = fm_load(bias + col + FM_VECTOR_WIDTH) + ((acc[0][1] + acc[1][1]) + (acc[2][1] + acc[3][1]));
     const size_t count = out_dim - col < FM_NR ? out_dim - col : FM_NR;
-    store_panel(out + col, lo, hi, count, activation);
+    fm_store_activated(out + col, lo, hi, count, activation);
 }
 
 void FM_FN(fm_dense_f32)(float *out, const float *in, const float *packed, const float *bias,

@@ -6,6 +6,8 @@
 
 #include <string.h>
 
+#include "common.h"
+
 #if !defined(FM_ISA_SUFFIX) || !defined(FM_VECTOR_WIDTH)
 #error "compile fast paths with FM_ISA_SUFFIX and FM_VECTOR_WIDTH defined (see setup.py)"
 #endif
@@ -62,6 +64,28 @@ FM_ALWAYS_INLINE fm_vec fm_elu(fm_vec v)
 {
     const fm_ivec positive = v > (fm_vec){0};
     return (fm_vec)((positive & (fm_ivec)v) | (~positive & (fm_ivec)fm_expm1_nonpositive((fm_vec)(~positive & (fm_ivec)v))));
+}
+
+/* Applies relu or elu (softmax and linear leave the values) to a panel of FM_NR outputs held in two vectors
+ * and stores the first `count` (<= FM_NR) of them: fewer at the right edge of the outputs. */
+FM_ALWAYS_INLINE void fm_store_activated(float *y, fm_vec lo, fm_vec hi, size_t count, fm_activation activation)
+{
+    if (activation == FM_ACTIVATION_RELU) {
+        lo = fm_relu(lo);
+        hi = fm_relu(hi);
+    } else if (activation == FM_ACTIVATION_ELU) {
+        lo = fm_elu(lo);
+        hi = fm_elu(hi);
+    }
+    if (count == FM_NR) {
+        fm_store(y, lo);
+        fm_store(y + FM_VECTOR_WIDTH, hi);
+    } else {
+        float tmp[FM_NR];
+        fm_store(tmp, lo);
+        fm_store(tmp + FM_VECTOR_WIDTH, hi);
+        memcpy(y, tmp, count * sizeof(float));
+    }
 }
 
 #endif
