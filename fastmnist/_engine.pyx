@@ -151,6 +151,7 @@ cdef class Network:
         self.ops = <fm_op *>calloc(max(num_ops, 1), sizeof(fm_op))
         if self.ops == NULL:
             raise MemoryError()
+        _check_shapes_chain(model)
         layer_ops, op_shapes = [], []
         for planned in model.layers:
             if isinstance(planned.layer, _COMPUTING):
@@ -163,8 +164,8 @@ cdef class Network:
         self.net.input_values, self.net.input_offset, self.net.input_scale = INPUT_VALUES, lo, hi - lo
         fm_network_init(&self.net)
 
-    cdef const float *_keep(self, array) except NULL:
-        array = np.ascontiguousarray(array, dtype=np.float32)
+    cdef const float *_keep(self, cnp.ndarray array) except NULL:
+        """Hold `array` (float32, C-contiguous) for as long as the network lives; the ops point into it."""
         self.owners.append(array)
         return <const float *>cnp.PyArray_DATA(array)
 
@@ -174,28 +175,30 @@ cdef class Network:
         w.in_h, w.in_w, w.in_c = _image_shape(planned.input_shape)
         w.out_h, w.out_w, w.out_c = _image_shape(planned.output_shape)
         op.activation = _ACTIVATIONS[activation_of(layer)]
-        cdef cnp.ndarray packed
+        cdef cnp.ndarray packed, kernel
+        name = layer.name
         if isinstance(layer, Dense):
             op.kind = FM_OP_DENSE
+            kernel = _checked(params["kernel"], w.in_c * w.out_c, f"layer '{name}' kernel")
             packed = np.empty(kernels.dense_packed_size(w.in_c, w.out_c), np.float32)
-            kernel = np.ascontiguousarray(params["kernel"], dtype=np.float32)
-            kernels.dense_pack(<float *>cnp.PyArray_DATA(packed), <const float *>cnp.PyArray_DATA(kernel), w.in_c, w.out_c)
-            op.weights, op.bias = self._keep(packed), self._keep(_padded_bias(params.get("bias"), w.out_c))
+            kernels.dense_pack(<float *>cnp.PyArray_DATA(packed), <const float *>cnp.PyArray_DATA(kernel),
+                               w.in_c, w.out_c)
+            op.weights, op.bias = self._keep(packed), self._keep(_padded_bias(params.get("bias"), w.out_c, name))
         elif isinstance(layer, Conv2D):
             op.kind = FM_OP_CONV2D
             self._set_window(w, layer.kernel_size, layer.strides, layer.padding)
+            kernel = _checked(params["kernel"], w.k_h * w.k_w * w.in_c * w.out_c, f"layer '{name}' kernel")
             packed = np.empty(kernels.conv2d_packed_size(w), np.float32)
-            kernel = np.ascontiguousarray(params["kernel"], dtype=np.float32)
             kernels.conv2d_pack(<float *>cnp.PyArray_DATA(packed), <const float *>cnp.PyArray_DATA(kernel), w)
-            op.weights, op.bias = self._keep(packed), self._keep(_padded_bias(params.get("bias"), w.out_c))
+            op.weights, op.bias = self._keep(packed), self._keep(_padded_bias(params.get("bias"), w.out_c, name))
         elif isinstance(layer, MaxPool2D):
             op.kind = FM_OP_MAXPOOL2D
             self._set_window(w, layer.pool_size, layer.strides, layer.padding)
         elif isinstance(layer, BatchNorm):
             op.kind = FM_OP_BATCHNORM
             scale = params["gamma"] / np.sqrt(params["moving_variance"].astype(np.float64) + layer.epsilon)
-            op.weights = self._keep(scale)
-            op.bias = self._keep(params["beta"] - params["moving_mean"] * scale)
+            op.weights = self._keep(_checked(scale, w.out_c, f"layer '{name}' scale"))
+            op.bias = self._keep(_checked(params["beta"] - params["moving_mean"] * scale, w.out_c, f"layer '{name}' shift"))
         else:
             op.kind = FM_OP_ACTIVATION
 
@@ -274,9 +277,35 @@ cdef class Network:
         return outputs
 
 
-def _padded_bias(bias, size_t units):
+def _check_shapes_chain(model) -> None:
+    """Every layer's shapes must follow from the input, as fastmnist.spec.parse makes them: the executor sizes
+    its buffers from them, so a hand-made model with shapes that do not chain could overrun one."""
+    shape = tuple(model.input_shape)
+    if np.prod(shape) != INPUT_VALUES:
+        raise ValueError(f"the input shape {shape} does not hold {INPUT_VALUES} values")
+    for planned in model.layers:
+        if tuple(planned.input_shape) != shape or planned.layer.output_shape(shape) != tuple(planned.output_shape):
+            raise ValueError(f"layer '{planned.layer.name}': shapes {planned.input_shape} -> {planned.output_shape} "
+                             f"do not follow from the previous layer's output {shape}")
+        shape = tuple(planned.output_shape)
+    if shape != (model.num_classes,):
+        raise ValueError(f"the model outputs shape {shape}, expected ({model.num_classes},)")
+
+
+cdef cnp.ndarray _checked(array, size_t size, str what):
+    """`array` as float32, C-contiguous, after checking it holds the `size` values the kernels will read:
+    no model, however it was made, can send them past the end of an array."""
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if array.size != size:
+        raise ValueError(f"{what} has {array.size} values, the layer needs {size}")
+    return array
+
+
+def _padded_bias(bias, size_t units, str name):
     """The bias (zeros without one) padded to whole panels for the vector loads of the fast paths."""
     padded = np.zeros((units + FM_BIAS_ALIGN - 1) // FM_BIAS_ALIGN * FM_BIAS_ALIGN, np.float32)
     if bias is not None:
-        padded[:units] = bias
+        if np.size(bias) != units:
+            raise ValueError(f"layer '{name}' bias has {np.size(bias)} values, the layer needs {units}")
+        padded[:units] = np.ravel(bias)
     return padded

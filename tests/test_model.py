@@ -192,3 +192,23 @@ def test_eight_python_threads_ten_thousand_calls_each(mlp_path):
     for t in threads:
         t.join()
     assert mismatches == [0] * len(inputs)
+
+
+def test_hand_made_models_cannot_send_kernels_out_of_bounds(mlp_path, cnn_path):
+    """Model specs built by hand, bypassing the file checks, are still checked before any kernel runs."""
+    import dataclasses
+
+    def forged(path, index, **changes):
+        model_spec = spec.parse(*format.read(path), str(path))
+        layers = list(model_spec.layers)
+        layers[index] = dataclasses.replace(layers[index], **changes)
+        return dataclasses.replace(model_spec, layers=tuple(layers))
+
+    mlp = spec.parse(*format.read(mlp_path), str(mlp_path))
+    short_kernel = {**mlp.layers[0].params, "kernel": mlp.layers[0].params["kernel"][:100]}
+    with pytest.raises(ValueError, match="layer 'fc1' kernel has 30000 values, the layer needs 235200"):
+        _engine.Network(forged(mlp_path, 0, params=short_kernel), "scalar", 1)
+    with pytest.raises(ValueError, match="do not follow"):
+        _engine.Network(forged(mlp_path, 3, input_shape=(3000,)), "scalar", 1)
+    with pytest.raises(ValueError, match="do not follow"):
+        _engine.Network(forged(cnn_path, 0, output_shape=(40, 40, 32)), _engine.best_isa(), 2)
