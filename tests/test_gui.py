@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import types
 
@@ -31,6 +30,7 @@ from gui.main_window import MainWindow  # noqa: E402
 from gui.model_selector import ModelSelector  # noqa: E402
 from gui.prediction_view import EMPTY_TEXT, ProbabilityBars  # noqa: E402
 from gui.tiles import TileGrid  # noqa: E402
+from drawing import DIGITS, draw  # noqa: E402
 
 # Any Qt warning fails a test, except one the offscreen platform always prints for main windows.
 pytestmark = [
@@ -40,48 +40,7 @@ pytestmark = [
 
 
 
-def arc(centre_x, centre_y, radius_x, radius_y, start, stop, count=30):
-    """Points along an elliptic arc; angles in degrees, clockwise on screen from 3 o'clock."""
-    return [(centre_x + radius_x * math.cos(math.radians(a)), centre_y + radius_y * math.sin(math.radians(a)))
-            for a in np.linspace(start, stop, count)]
-
-
-# Each digit as a person writes it: strokes of points normalised to the canvas square, in drawing order.
-DIGITS = {
-    "0": [arc(0.5, 0.5, 0.2, 0.33, -90, -450, 50)],
-    "1": [[(0.47, 0.18), (0.5, 0.5), (0.53, 0.82)]],
-    "2": [arc(0.5, 0.33, 0.18, 0.17, 200, 400) + [(0.3, 0.85), (0.73, 0.85)]],
-    "3": [arc(0.5, 0.32, 0.17, 0.15, 200, 450) + arc(0.5, 0.66, 0.19, 0.19, 270, 520)[1:]],
-    "4": [[(0.58, 0.15), (0.28, 0.62), (0.76, 0.62)], [(0.63, 0.35), (0.63, 0.88)]],
-    "5": [[(0.34, 0.17), (0.33, 0.48)] + arc(0.49, 0.65, 0.2, 0.19, 235, 500), [(0.34, 0.17), (0.7, 0.17)]],
-    "6": [[(0.66, 0.15), (0.5, 0.26), (0.38, 0.42)] + arc(0.5, 0.66, 0.18, 0.19, 200, -160, 40)],
-    "7": [[(0.28, 0.18), (0.72, 0.18), (0.45, 0.86)]],
-    "8": [arc(0.5, 0.3, 0.15, 0.15, 90, 450) + arc(0.5, 0.66, 0.19, 0.19, -90, 270, 40)],
-    "9": [arc(0.5, 0.33, 0.17, 0.16, 0, -360, 40) + [(0.64, 0.86)]],
-}
 ONE, ZERO = DIGITS["1"], DIGITS["0"]
-
-
-def square_of(canvas: Canvas) -> tuple[float, float, float]:
-    """(left, top, side) of the canvas's drawing square in widget pixels."""
-    side = min(canvas.width(), canvas.height())
-    return (canvas.width() - side) / 2, (canvas.height() - side) / 2, side
-
-
-def draw(qtbot, canvas: Canvas, strokes, step: float = 0.02) -> None:
-    """Draw `strokes` on `canvas` with mouse press, moves every `step` (normalised) and release."""
-    left, top, side = square_of(canvas)
-    for stroke in strokes:
-        points = []
-        for (x0, y0), (x1, y1) in zip(stroke, stroke[1:]):
-            count = max(1, math.ceil(math.hypot(x1 - x0, y1 - y0) / step))
-            points += [(x0 + (x1 - x0) * i / count, y0 + (y1 - y0) * i / count) for i in range(count)]
-        points.append(stroke[-1])
-        pixels = [QPoint(round(left + x * side), round(top + y * side)) for x, y in points]
-        qtbot.mousePress(canvas, Qt.MouseButton.LeftButton, pos=pixels[0])
-        for pixel in pixels[1:]:
-            qtbot.mouseMove(canvas, pixel)
-        qtbot.mouseRelease(canvas, Qt.MouseButton.LeftButton, pos=pixels[-1])
 
 
 def save_model(path, layers: list[dict], arrays: dict[str, np.ndarray], accuracy: float) -> str:
@@ -158,7 +117,7 @@ def wait_for_prediction(qtbot, window: MainWindow) -> str:
 
 def test_canvas_publishes_ink_where_the_mouse_drew(qtbot, canvas):
     with qtbot.waitSignal(canvas.pictureChanged, timeout=1000) as published:
-        draw(qtbot, canvas, [[(0.2, 0.5), (0.8, 0.5)]])
+        draw(canvas, [[(0.2, 0.5), (0.8, 0.5)]])
     picture = published.args[0]
     assert picture.shape == (PICTURE_SIZE, PICTURE_SIZE) and picture.dtype == np.uint8
     middle = PICTURE_SIZE // 2
@@ -167,7 +126,7 @@ def test_canvas_publishes_ink_where_the_mouse_drew(qtbot, canvas):
 
 
 def test_canvas_joins_distant_samples_of_a_fast_stroke(qtbot, canvas):
-    draw(qtbot, canvas, [[(0.1, 0.3), (0.9, 0.7)]], step=1.0)  # press, one move, release
+    draw(canvas, [[(0.1, 0.3), (0.9, 0.7)]], step=1.0)  # press, one move, release
     picture = canvas.picture()
     for fraction in np.linspace(0.15, 0.85, 15):
         x, y = fraction * PICTURE_SIZE, (0.3 + 0.4 * (fraction - 0.1) / 0.8) * PICTURE_SIZE
@@ -175,7 +134,7 @@ def test_canvas_joins_distant_samples_of_a_fast_stroke(qtbot, canvas):
 
 
 def test_canvas_keeps_the_drawing_when_resized(qtbot, canvas):
-    draw(qtbot, canvas, ZERO)
+    draw(canvas, ZERO)
     before = canvas.picture()
     canvas.resize(520, 410)
     qtbot.wait(10)
@@ -184,7 +143,7 @@ def test_canvas_keeps_the_drawing_when_resized(qtbot, canvas):
 
 
 def test_canvas_undo_removes_only_the_last_stroke_and_clear_removes_all(qtbot, canvas):
-    draw(qtbot, canvas, [[(0.2, 0.2), (0.8, 0.2)], [(0.2, 0.8), (0.8, 0.8)]])
+    draw(canvas, [[(0.2, 0.2), (0.8, 0.2)], [(0.2, 0.8), (0.8, 0.8)]])
     canvas.undo()
     picture = canvas.picture()
     assert picture[int(0.2 * PICTURE_SIZE)].max() > 200
@@ -194,7 +153,7 @@ def test_canvas_undo_removes_only_the_last_stroke_and_clear_removes_all(qtbot, c
 
 
 def test_canvas_saves_a_png_that_reads_back_as_the_same_digit(qtbot, canvas, tmp_path):
-    draw(qtbot, canvas, ONE)
+    draw(canvas, ONE)
     path = str(tmp_path / "one.png")
     assert canvas.save(path)
     reread = to_mnist(read_image(path))
@@ -240,7 +199,7 @@ def test_window_opens_empty_and_asks_for_a_digit(window):
 
 def test_window_predicts_while_drawing_and_clears_with_escape(qtbot, window):
     canvas = window.findChild(Canvas, "canvas")
-    draw(qtbot, canvas, ONE)
+    draw(canvas, ONE)
     assert wait_for_prediction(qtbot, window) in [str(digit) for digit in range(10)]
     bars = window.findChild(ProbabilityBars, "probabilities")
     assert bars.probabilities().sum() == pytest.approx(1.0, abs=1e-4)
@@ -252,7 +211,7 @@ def test_window_predicts_while_drawing_and_clears_with_escape(qtbot, window):
 
 def test_window_switches_models_from_the_selector(qtbot, window, small_models):
     canvas = window.findChild(Canvas, "canvas")
-    draw(qtbot, canvas, ZERO)
+    draw(canvas, ZERO)
     wait_for_prediction(qtbot, window)
     selector = window.findChild(ModelSelector, "modelSelector")
     selector.setCurrentIndex(selector.findData(small_models["cnn"]))
@@ -268,7 +227,7 @@ def test_window_without_any_model_draws_but_does_not_guess(qtbot, small_models, 
     window.show()
     canvas = window.findChild(Canvas, "canvas")
     with qtbot.waitSignal(canvas.pictureChanged, timeout=1000):
-        draw(qtbot, canvas, ONE)
+        draw(canvas, ONE)
     assert prediction_label(window).text() == ""
     monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *args, **kwargs: (small_models["softmax"], ""))
     selector = window.findChild(ModelSelector, "modelSelector")
@@ -291,14 +250,14 @@ def test_window_refuses_a_corrupt_weights_file_and_keeps_working(qtbot, window, 
     assert len(errors) == 1 and "corrupt.npz" in errors[0]
     assert window.model() is before
     assert selector.currentIndex() == active_index
-    draw(qtbot, window.findChild(Canvas, "canvas"), ONE)
+    draw(window.findChild(Canvas, "canvas"), ONE)
     assert wait_for_prediction(qtbot, window) in [str(digit) for digit in range(10)]
 
 
 def test_look_inside_shows_feature_maps_dense_units_and_ideal_input_status(qtbot, window, small_models):
     window.use_model(small_models["cnn"])
     window.findChild(QTabWidget).setCurrentIndex(1)
-    draw(qtbot, window.findChild(Canvas, "canvas"), ZERO)
+    draw(window.findChild(Canvas, "canvas"), ZERO)
     qtbot.waitUntil(lambda: window.findChild(TileGrid, "activations:conv1").tile_count() == 4, timeout=2000)
     assert window.findChild(TileGrid, "activations:fc1").tile_count() == 1
     assert window.findChild(TileGrid, "activations:logits") is None  # the output layer is not hidden
@@ -332,7 +291,7 @@ def test_the_app_opens_on_the_cnn_else_on_the_most_accurate_model():
 
 
 def test_opening_an_image_file_classifies_it(qtbot, window, canvas, tmp_path):
-    draw(qtbot, canvas, ONE)
+    draw(canvas, ONE)
     path = str(tmp_path / "one.png")
     assert canvas.save(path)
     assert window.open_image(path)
@@ -341,7 +300,7 @@ def test_opening_an_image_file_classifies_it(qtbot, window, canvas, tmp_path):
 
 def test_window_refuses_an_unreadable_image_and_keeps_the_drawing(qtbot, window, tmp_path, monkeypatch):
     canvas = window.findChild(Canvas, "canvas")
-    draw(qtbot, canvas, ZERO)
+    draw(canvas, ZERO)
     shown = wait_for_prediction(qtbot, window)
     drawing = canvas.picture().copy()
     errors = []
@@ -361,11 +320,11 @@ def test_window_survives_rapid_drawing_clearing_and_model_switching(qtbot, windo
     selector = window.findChild(ModelSelector, "modelSelector")
     paths = [small_models["softmax"], small_models["cnn"]]
     for round_ in range(12):
-        draw(qtbot, canvas, [[(0.2 + 0.05 * (round_ % 5), 0.2), (0.6, 0.8)]], step=0.1)
+        draw(canvas, [[(0.2 + 0.05 * (round_ % 5), 0.2), (0.6, 0.8)]], step=0.1)
         selector.setCurrentIndex(selector.findData(paths[round_ % 2]))
         if round_ % 4 == 3:
             qtbot.keyClick(canvas, Qt.Key.Key_Escape)
-    draw(qtbot, canvas, ONE)
+    draw(canvas, ONE)
     drawing = canvas.picture().copy()
     selector.setCurrentIndex(selector.findData(paths[0]))  # switching models keeps the drawing
     np.testing.assert_array_equal(canvas.picture(), drawing)
@@ -398,5 +357,5 @@ def test_the_best_shipped_model_reads_each_drawn_digit(qtbot, app_window, digit)
     canvas = app_window.findChild(Canvas, "canvas")
     canvas.clear()
     qtbot.waitUntil(lambda: prediction_label(app_window).text() == "", timeout=2000)
-    draw(qtbot, canvas, DIGITS[digit])
+    draw(canvas, DIGITS[digit])
     qtbot.waitUntil(lambda: prediction_label(app_window).text() == digit, timeout=2000)
