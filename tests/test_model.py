@@ -212,3 +212,13 @@ def test_hand_made_models_cannot_send_kernels_out_of_bounds(mlp_path, cnn_path):
         _engine.Network(forged(mlp_path, 3, input_shape=(3000,)), "scalar", 1)
     with pytest.raises(ValueError, match="do not follow"):
         _engine.Network(forged(cnn_path, 0, output_shape=(40, 40, 32)), _engine.best_isa(), 2)
+
+
+@pytest.mark.parametrize("position", [0, 783, 4095, 4096, 5000, 8 * 784 - 1])
+@pytest.mark.parametrize("bad_value", [np.nan, -1e-6, 1.0000001, np.inf])
+def test_a_bad_pixel_is_found_and_named_wherever_it_is(mlp_path, position, bad_value):
+    model = fastmnist.load(mlp_path)
+    images = random_images(8)
+    images.reshape(-1)[position] = bad_value
+    with pytest.raises(ValueError, match=f"image {position // 784}, pixel {position % 784} is"):
+        model.predict_proba(images)

@@ -78,9 +78,18 @@ int fm_network_threads(const fm_network *net, size_t images, int max_threads)
 
 size_t fm_first_outside_unit(const float *x, size_t count)
 {
-    for (size_t i = 0; i < count; i++)
-        if (!(x[i] >= 0.0f && x[i] <= 1.0f)) /* written so that NaN fails too */
-            return i;
+    /* Branch-free over blocks, so that compilers vectorise the common case where every value is valid;
+     * only a block that holds a bad value is searched for its index. x != x is true for NaN alone. */
+    const size_t block = 4096;
+    for (size_t start = 0; start < count; start += block) {
+        const size_t end = min_size(start + block, count);
+        int bad = 0;
+        for (size_t i = start; i < end; i++)
+            bad |= (x[i] < 0.0f) | (x[i] > 1.0f) | (x[i] != x[i]);
+        for (size_t i = start; bad && i < end; i++)
+            if (!(x[i] >= 0.0f && x[i] <= 1.0f))
+                return i;
+    }
     return count;
 }
 
