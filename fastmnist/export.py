@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 
 from . import format as weights_format
+from .layers import ACTIVATIONS
+from .spec import INPUT_SHAPES
 
 CLASSES = [str(digit) for digit in range(10)]
 IMAGE_SIDE = 28
-INPUT_SHAPES = ((28, 28, 1), (28, 28), (784,))
 REFERENCE_COUNT = 16  # images (with Keras' probabilities) stored in the file for load() to check
 REFERENCE_ATOL = 1e-5  # engine vs Keras, on probabilities in [0, 1]
 FUSABLE = ("dense", "conv2d")  # layer types with a kernel and a fused activation
@@ -31,7 +32,6 @@ SUPPORTED_LAYERS = (
     "InputLayer, Dense, Conv2D, MaxPooling2D, Flatten, Dropout, BatchNormalization, "
     "Activation, ReLU, ELU (alpha 1), Softmax"
 )
-SUPPORTED_ACTIVATIONS = ("linear", "relu", "elu", "softmax")
 
 
 class ExportError(ValueError):
@@ -272,13 +272,13 @@ def _activation_layer_name(layer: Any) -> str:
 def _activation_function_name(layer: Any, function: Any) -> str:
     import keras
 
-    for name in SUPPORTED_ACTIVATIONS:
+    for name in ACTIVATIONS:
         if function is keras.activations.get(name):
             return name
     found = getattr(function, "__name__", repr(function))
     raise ExportError(
         f"layer '{layer.name}' uses activation '{found}', which the format does not support; "
-        f"supported: {', '.join(SUPPORTED_ACTIVATIONS)} (elu with alpha 1)"
+        f"supported: {', '.join(ACTIVATIONS)} (elu with alpha 1)"
     )
 
 
