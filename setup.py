@@ -84,7 +84,8 @@ extension = Extension(
     sources=["fastmnist/_engine.pyx"] + [str(KERNELS / s) for s in PLAIN_SOURCES],
     include_dirs=[np.get_include(), "fastmnist"],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
-    depends=[str(p) for p in KERNELS.glob("*.h")] + ["fastmnist/_engine.pxd"],
+    # the per-ISA sources are compiled separately (BuildKernels); listed here so that a change relinks
+    depends=[str(p) for p in KERNELS.glob("*.h")] + [str(KERNELS / s) for s in SIMD_SOURCES] + ["fastmnist/_engine.pxd"],
 )
 
 setup(
