@@ -37,6 +37,7 @@ cdef extern from *:
 _ACTIVATIONS = {"linear": FM_ACTIVATION_LINEAR, "relu": FM_ACTIVATION_RELU, "elu": FM_ACTIVATION_ELU,
                 "softmax": FM_ACTIVATION_SOFTMAX}
 INPUT_VALUES = 784
+CACHE_LINE_FLOATS = 16
 _COMPUTING = (Dense, Conv2D, MaxPool2D, BatchNorm, Activation)  # flatten and dropout need no op
 _ACCEPTED = "(n, 28, 28), (28, 28), (n, 784) or (784,) arrays of uint8 (0..255) or float (0..1)"
 
@@ -180,7 +181,7 @@ cdef class Network:
         if isinstance(layer, Dense):
             op.kind = FM_OP_DENSE
             kernel = _checked(params["kernel"], w.in_c * w.out_c, f"layer '{name}' kernel")
-            packed = np.empty(kernels.dense_packed_size(w.in_c, w.out_c), np.float32)
+            packed = _aligned_empty(kernels.dense_packed_size(w.in_c, w.out_c))
             kernels.dense_pack(<float *>cnp.PyArray_DATA(packed), <const float *>cnp.PyArray_DATA(kernel),
                                w.in_c, w.out_c)
             op.weights, op.bias = self._keep(packed), self._keep(_padded_bias(params.get("bias"), w.out_c, name))
@@ -188,7 +189,7 @@ cdef class Network:
             op.kind = FM_OP_CONV2D
             self._set_window(w, layer.kernel_size, layer.strides, layer.padding)
             kernel = _checked(params["kernel"], w.k_h * w.k_w * w.in_c * w.out_c, f"layer '{name}' kernel")
-            packed = np.empty(kernels.conv2d_packed_size(w), np.float32)
+            packed = _aligned_empty(kernels.conv2d_packed_size(w))
             kernels.conv2d_pack(<float *>cnp.PyArray_DATA(packed), <const float *>cnp.PyArray_DATA(kernel), w)
             op.weights, op.bias = self._keep(packed), self._keep(_padded_bias(params.get("bias"), w.out_c, name))
         elif isinstance(layer, MaxPool2D):
@@ -213,7 +214,7 @@ cdef class Network:
         # can take the same workspace.
         if self.free_workspaces:
             return self.free_workspaces.pop()
-        return np.empty(self.max_threads * self.net.workspace_values, np.float32)
+        return _aligned_empty(self.max_threads * self.net.workspace_values)
 
     cdef _give_back(self, cnp.ndarray workspace):
         self.free_workspaces.append(workspace)
@@ -299,6 +300,15 @@ cdef cnp.ndarray _checked(array, size_t size, str what):
     if array.size != size:
         raise ValueError(f"{what} has {array.size} values, the layer needs {size}")
     return array
+
+
+cdef cnp.ndarray _aligned_empty(size_t count):
+    """An uninitialised float32 array of `count` values starting on a cache line, so that packed weight rows
+    (and the rows of a workspace) do not straddle two lines."""
+    raw = np.empty(count + CACHE_LINE_FLOATS, np.float32)
+    cdef size_t address = <size_t>cnp.PyArray_DATA(raw)
+    cdef size_t skip = (0 - address) % (CACHE_LINE_FLOATS * 4) // 4
+    return raw[skip:skip + count]
 
 
 def _padded_bias(bias, size_t units, str name):

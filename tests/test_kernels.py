@@ -156,6 +156,69 @@ def test_activation_layer_matches_reference(tmp_path, isa, activation, where):
     check_within(acts["act"], want, 8 * U * np.abs(want) + 2e-7, f"{activation} {isa}")
 
 
+def zero_patterns() -> np.ndarray:
+    """Images that take every branch of the fast paths' zero skipping: blank, without a single zero, -0 in
+    place of 0, one pixel at the first or last input, blank halves (whole vectors and blocks of pixels with
+    nothing to list) and the usual sparse noise."""
+    images = np.zeros((8, 28, 28), np.float32)
+    images[1] = np.linspace(0.01, 1.0, 784, dtype=np.float32).reshape(28, 28)
+    images[2] = -0.0
+    images[2, 9:19, 9:19] = 0.5
+    images[3, 0, 0] = 1.0
+    images[4, 27, 27] = 1.0
+    images[5, :, 14:] = random_images(1, seed=5)[0, :, 14:]
+    images[6, 14:] = random_images(1, seed=6)[0, 14:]
+    images[7] = random_images(1, seed=7)[0]
+    return images
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("batch", ["one_by_one", "together"])
+def test_zero_inputs_are_skipped_exactly(tmp_path, isa, batch):
+    """The fast paths list the nonzero inputs of each block of images or pixels; each layer must still be
+    within the rounding bound of its reference, alone (the single-row path) and in blocks of 6 plus a tail."""
+    layers = [
+        {"type": "dense", "name": "d1", "units": 300, "activation": "relu"},
+        {"type": "dense", "name": "d2", "units": 37, "activation": "relu"},
+        {"type": "dense", "name": "d3", "units": 10, "activation": "softmax"},
+    ]
+    dense_path = write_model(tmp_path / "dense.npz", layers, input_shape=(784,), seed=11)
+    # in_c 9 gives rows of 27 taps (whole vectors and a tail); in_c 1 rows of 3 taps, which are not listed
+    layers = [
+        {"type": "conv2d", "name": "c1", "filters": 9, "kernel_size": [3, 3], "padding": "same", "activation": "relu"},
+        {"type": "conv2d", "name": "c2", "filters": 20, "kernel_size": [3, 3], "padding": "same", "activation": "relu"},
+        {"type": "maxpool2d", "name": "p", "pool_size": [2, 2], "padding": "same"},
+        *head(),
+    ]
+    conv_path = write_model(tmp_path / "conv.npz", layers, seed=12)
+    images = zero_patterns()
+    for path in (dense_path, conv_path):
+        model = fastmnist.load(path, isa=isa, num_threads=1)
+        if batch == "together":
+            acts = dict(model.activations(images))
+        else:
+            singles = [dict(model.activations(image[None])) for image in images]
+            acts = {name: np.concatenate([s[name] for s in singles]) for name in singles[0]}
+        for name, kind in [(layer["name"], layer["type"]) for layer in model.layers]:
+            if kind not in ("dense", "conv2d"):
+                continue
+            x, params = input_of(model, acts, name, images), model_params(path, name)
+            layer = next(layer for layer in model.layers if layer["name"] == name)
+            activation = "linear" if layer["activation"] == "softmax" else layer["activation"]
+            got = acts[name] if activation != "linear" else None
+            if kind == "dense":
+                want = reference.dense(x, params["kernel"], params["bias"], activation)
+                bound = gamma(x.shape[1]) * (np.abs(x) @ np.abs(params["kernel"]) + np.abs(params["bias"]))
+            else:
+                want = reference.conv2d(x, params["kernel"], params["bias"], (1, 1), "same", activation)
+                bound = gamma(x.shape[-1] * 9) * reference.conv2d(np.abs(x), np.abs(params["kernel"]),
+                                                                   np.abs(params["bias"]), (1, 1), "same")
+            if got is None:  # the softmax head: compare its probabilities instead of logits
+                got, want = acts[name], reference.activate(want, "softmax")
+                bound = np.full_like(want, 1e-6)
+            check_within(got, want, bound + activation_slack(want, activation), f"{name} {isa} {batch}")
+
+
 @pytest.mark.parametrize("isa", [isa for isa in ISAS if isa != "scalar"])
 def test_fast_paths_match_scalar_path(tmp_path, isa):
     """The fast path against the obviously-right one, layer by layer, on a model with odd sizes everywhere."""

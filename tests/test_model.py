@@ -44,6 +44,22 @@ def test_model_matches_reference(request, which, isa, threads, batch):
     np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("which", ["cnn", "mlp"])
+def test_an_images_result_does_not_depend_on_its_batch(request, which, isa):
+    """Every path adds a layer's terms in one order whatever the batch, the thread count or the zeros of the
+    other images in a block, so an image's probabilities are the same bits alone or in any batch."""
+    path = request.getfixturevalue(f"{which}_path")
+    images = random_images(70, seed=9)
+    images[5] = 0.0
+    alone = np.concatenate([fastmnist.load(path, isa=isa, num_threads=1).predict_proba(image) for image in images])
+    for threads in (1, 2):
+        model = fastmnist.load(path, isa=isa, num_threads=threads)
+        for batch in (2, 7, 70):
+            got = np.concatenate([model.predict_proba(images[i:i + batch]) for i in range(0, 70, batch)])
+            np.testing.assert_array_equal(got, alone, err_msg=f"{threads} threads, batches of {batch}")
+
+
 def test_input_forms_agree(mlp_path):
     model = fastmnist.load(mlp_path)
     pixels = (random_images(5) * 255).round().astype(np.uint8)

@@ -1,96 +1,206 @@
-/* Dense fast path: register-blocked over rows (images) and a panel of FM_NR columns; see dense.h. */
+/* Dense fast path: register-blocked over rows (images) and a panel of FM_NR columns; see dense.h.
+ *
+ * Zero inputs are skipped. A block reads only the weight rows of the inputs that are nonzero in some row of
+ * the block: most MNIST pixels are 0, and so are most ReLU outputs, so at batch 1 a first layer reads a fifth
+ * of its weights. Skipping x = 0 changes no sum (the weights are finite), and every loop adds an output's
+ * terms in the same order with the same rounding, so an image's result does not depend on its batch.
+ *
+ * Layout: the columns are packed in groups of GROUP_PANELS panels, and a group stores row k of all its
+ * panels side by side. A block walks one panel of a group with a constant stride; a single row reads, for
+ * each of its nonzero inputs, one contiguous run of a group, which is what memory serves best when the
+ * inputs it needs are scattered. */
 #include "dense.h"
 #include "simd.h"
 
-#define MAX_ROWS 6 /* 6 rows x 2 vectors = 12 accumulators, within AVX2's 16 registers */
+#define MAX_ROWS FM_DENSE_BLOCK_ROWS /* 6 rows x 2 vectors = 12 accumulators, within AVX2's 16 registers */
+#define GROUP_PANELS 6               /* 1 row x 6 panels x 2 vectors: 12 accumulators as well */
+#define GROUP (GROUP_PANELS * FM_NR)
+#define PREFETCH_AHEAD 16            /* listed rows: about 0.2 us of work ahead, the latency of memory */
 
 size_t FM_FN(fm_dense_panel_width)(void) { return FM_NR; }
 
-size_t FM_FN(fm_dense_packed_size)(size_t in_dim, size_t out_dim)
+static size_t padded_columns(size_t out_dim) { return (out_dim + FM_NR - 1) / FM_NR * FM_NR; }
+
+size_t FM_FN(fm_dense_packed_size)(size_t in_dim, size_t out_dim) { return padded_columns(out_dim) * in_dim; }
+
+/* The packed weights at row 0 of the panel that starts at column `col` (a multiple of FM_NR), and in
+ * `stride` the distance between its rows: the width of its group, which is narrower at the right edge. */
+static const float *panel_at(const float *packed, size_t in_dim, size_t out_dim, size_t col, size_t *stride)
 {
-    return (out_dim + FM_NR - 1) / FM_NR * FM_NR * in_dim;
+    const size_t group_first = col / GROUP * GROUP, rest = padded_columns(out_dim) - group_first;
+    *stride = rest < GROUP ? rest : GROUP;
+    return packed + group_first * in_dim + (col - group_first);
 }
 
 void FM_FN(fm_dense_pack_f32)(float *packed, const float *kernel, size_t in_dim, size_t out_dim)
 {
-    const size_t panels = (out_dim + FM_NR - 1) / FM_NR;
-    for (size_t panel = 0; panel < panels; panel++)
+    for (size_t col = 0; col < padded_columns(out_dim); col += FM_NR) {
+        size_t stride;
+        float *panel = packed + (panel_at(packed, in_dim, out_dim, col, &stride) - packed);
         for (size_t k = 0; k < in_dim; k++)
-            for (size_t j = 0; j < FM_NR; j++) {
-                const size_t col = panel * FM_NR + j;
-                packed[(panel * in_dim + k) * FM_NR + j] = col < out_dim ? kernel[k * out_dim + col] : 0.0f;
-            }
+            for (size_t j = 0; j < FM_NR; j++)
+                panel[k * stride + j] = col + j < out_dim ? kernel[k * out_dim + col + j] : 0.0f;
+    }
 }
 
-/* `rows` (<= MAX_ROWS, a constant after inlining) rows times one panel. */
-FM_ALWAYS_INLINE void dense_block(size_t rows, float *out, const float *in, const float *panel, const float *bias,
-                                  size_t in_dim, size_t out_dim, size_t col, fm_activation activation)
+/* Writes the k where some of `rows` rows of `in` is nonzero to `active`; returns how many. A vector of
+ * inputs at a time, and without a branch per input, as which inputs are zero is data. */
+static size_t list_nonzero(uint32_t *active, const float *in, size_t rows, size_t in_dim)
+{
+    size_t count = 0, k = 0;
+    for (; k + FM_VECTOR_WIDTH <= in_dim; k += FM_VECTOR_WIDTH) {
+        fm_ivec bits = fm_load_bits(in + k);
+        for (size_t r = 1; r < rows; r++)
+            bits |= fm_load_bits(in + r * in_dim + k);
+        count = fm_append_lanes(active, count, fm_nonzero_lanes(bits), (uint32_t)k);
+    }
+    for (; k < in_dim; k++) {
+        int nonzero = 0;
+        for (size_t r = 0; r < rows; r++)
+            nonzero |= in[r * in_dim + k] != 0.0f;
+        active[count] = (uint32_t)k;
+        count += (size_t)nonzero;
+    }
+    return count;
+}
+
+/* `rows` (<= MAX_ROWS, a constant after inlining) rows times one panel, over the `count` inputs listed in
+ * `active`, or over all inputs in order when `active` is NULL (a constant too, so the dense loop has no
+ * indirection). */
+FM_ALWAYS_INLINE void dense_block(size_t rows, float *out, const float *in, const float *panel, size_t stride,
+                                  const float *bias, size_t in_dim, size_t out_dim, size_t col,
+                                  fm_activation activation, const uint32_t *active, size_t count)
 {
     fm_vec acc[MAX_ROWS][2];
     for (size_t r = 0; r < rows; r++) {
         acc[r][0] = fm_load(bias + col);
         acc[r][1] = fm_load(bias + col + FM_VECTOR_WIDTH);
     }
-    for (size_t k = 0; k < in_dim; k++) {
-        const fm_vec w0 = fm_load(panel + k * FM_NR);
-        const fm_vec w1 = fm_load(panel + k * FM_NR + FM_VECTOR_WIDTH);
+    for (size_t i = 0; i < count; i++) {
+        const size_t k = active ? active[i] : i;
+        const fm_vec w0 = fm_load(panel + k * stride);
+        const fm_vec w1 = fm_load(panel + k * stride + FM_VECTOR_WIDTH);
         for (size_t r = 0; r < rows; r++) {
             const fm_vec x = fm_broadcast(in[r * in_dim + k]);
-            acc[r][0] += x * w0;
-            acc[r][1] += x * w1;
+            acc[r][0] = fm_madd(acc[r][0], x, w0);
+            acc[r][1] = fm_madd(acc[r][1], x, w1);
         }
     }
-    const size_t count = out_dim - col < FM_NR ? out_dim - col : FM_NR;
+    const size_t stored = out_dim - col < FM_NR ? out_dim - col : FM_NR;
     for (size_t r = 0; r < rows; r++)
-        fm_store_activated(out + r * out_dim + col, acc[r][0], acc[r][1], count, activation);
+        fm_store_activated(out + r * out_dim + col, acc[r][0], acc[r][1], stored, activation);
 }
 
-/* A single row would leave one dependent FMA chain per vector; four interleaved partial sums over k keep
- * the FMA units busy, which is what batch-1 latency needs. */
-static void dense_single_row(float *out, const float *in, const float *panel, const float *bias,
-                             size_t in_dim, size_t out_dim, size_t col, fm_activation activation)
+/* One row times `panels` (<= GROUP_PANELS, a constant after inlining) neighbouring panels of a group: a
+ * single row has one dependent FMA chain per vector of a panel, so panels side by side give the FMA units
+ * independent work. `active` as in dense_block. */
+FM_ALWAYS_INLINE void dense_row(size_t panels, float *out, const float *in, const float *panel, size_t stride,
+                                const float *bias, size_t out_dim, size_t col, fm_activation activation,
+                                const uint32_t *active, size_t count)
 {
-    fm_vec acc[4][2] = {{{0}}};
-    size_t k = 0;
-    for (; k + 4 <= in_dim; k += 4)
-        for (size_t u = 0; u < 4; u++) {
-            const fm_vec x = fm_broadcast(in[k + u]);
-            acc[u][0] += x * fm_load(panel + (k + u) * FM_NR);
-            acc[u][1] += x * fm_load(panel + (k + u) * FM_NR + FM_VECTOR_WIDTH);
-        }
-    for (; k < in_dim; k++) {
-        const fm_vec x = fm_broadcast(in[k]);
-        acc[0][0] += x * fm_load(panel + k * FM_NR);
-        acc[0][1] += x * fm_load(panel + k * FM_NR + FM_VECTOR_WIDTH);
+    fm_vec acc[GROUP_PANELS][2];
+    for (size_t p = 0; p < panels; p++) {
+        acc[p][0] = fm_load(bias + col + p * FM_NR);
+        acc[p][1] = fm_load(bias + col + p * FM_NR + FM_VECTOR_WIDTH);
     }
-    const fm_vec lo = fm_load(bias + col) + ((acc[0][0] + acc[1][0]) + (acc[2][0] + acc[3][0]));
-    const fm_vec hi = fm_load(bias + col + FM_VECTOR_WIDTH) + ((acc[0][1] + acc[1][1]) + (acc[2][1] + acc[3][1]));
-    const size_t count = out_dim - col < FM_NR ? out_dim - col : FM_NR;
-    fm_store_activated(out + col, lo, hi, count, activation);
+    for (size_t i = 0; i < count; i++) {
+        const size_t k = active ? active[i] : i;
+        if (active) { /* the hardware cannot guess where the listed rows are; memory is asked for them early */
+            const size_t ahead = active[i + PREFETCH_AHEAD < count ? i + PREFETCH_AHEAD : i];
+            for (size_t p = 0; p < panels; p++)
+                __builtin_prefetch(panel + ahead * stride + p * FM_NR);
+        }
+        const fm_vec x = fm_broadcast(in[k]);
+        for (size_t p = 0; p < panels; p++) {
+            acc[p][0] = fm_madd(acc[p][0], x, fm_load(panel + k * stride + p * FM_NR));
+            acc[p][1] = fm_madd(acc[p][1], x, fm_load(panel + k * stride + p * FM_NR + FM_VECTOR_WIDTH));
+        }
+    }
+    for (size_t p = 0; p < panels; p++) {
+        const size_t first = col + p * FM_NR, stored = out_dim - first < FM_NR ? out_dim - first : FM_NR;
+        fm_store_activated(out + first, acc[p][0], acc[p][1], stored, activation);
+    }
+}
+
+/* Columns [col_begin, col_end) of a single row, as many panels of a group at a time as lie in the range. */
+static void single_row(float *out, const float *in, const float *packed, const float *bias, size_t in_dim,
+                       size_t out_dim, size_t col_begin, size_t col_end, fm_activation activation,
+                       const uint32_t *active, size_t count)
+{
+    size_t panels;
+    for (size_t col = col_begin; col < col_end; col += panels * FM_NR) {
+        size_t stride;
+        const float *panel = panel_at(packed, in_dim, out_dim, col, &stride);
+        const size_t in_group = (col / GROUP * GROUP + stride - col) / FM_NR;
+        const size_t in_range = (col_end - col + FM_NR - 1) / FM_NR;
+        panels = in_group < in_range ? in_group : in_range;
+#define FM_PANELS_CASE(n)                                                                                    \
+    case n:                                                                                                 \
+        if (count == in_dim)                                                                                \
+            dense_row(n, out, in, panel, stride, bias, out_dim, col, activation, NULL, in_dim);            \
+        else                                                                                                \
+            dense_row(n, out, in, panel, stride, bias, out_dim, col, activation, active, count);           \
+        break;
+        switch (panels) { /* each case specialised with a constant panel count */
+        FM_PANELS_CASE(6)
+        FM_PANELS_CASE(5)
+        FM_PANELS_CASE(4)
+        FM_PANELS_CASE(3)
+        FM_PANELS_CASE(2)
+        FM_PANELS_CASE(1)
+        default: break;
+        }
+#undef FM_PANELS_CASE
+    }
+}
+
+/* One block of `rows` rows times one panel, over the block's list (or every input, when it lists them all). */
+static void block_times_panel(size_t rows, float *out, const float *in, const float *panel, size_t stride,
+                              const float *bias, size_t in_dim, size_t out_dim, size_t col,
+                              fm_activation activation, const uint32_t *active, size_t count)
+{
+#define FM_ROWS_CASE(n)                                                                                      \
+    case n:                                                                                                 \
+        if (count == in_dim)                                                                                \
+            dense_block(n, out, in, panel, stride, bias, in_dim, out_dim, col, activation, NULL, in_dim);  \
+        else                                                                                                \
+            dense_block(n, out, in, panel, stride, bias, in_dim, out_dim, col, activation, active, count); \
+        break;
+    switch (rows) { /* each case specialised with a constant row count */
+    FM_ROWS_CASE(6)
+    FM_ROWS_CASE(5)
+    FM_ROWS_CASE(4)
+    FM_ROWS_CASE(3)
+    FM_ROWS_CASE(2)
+    FM_ROWS_CASE(1)
+    default: break;
+    }
+#undef FM_ROWS_CASE
 }
 
 void FM_FN(fm_dense_f32)(float *out, const float *in, const float *packed, const float *bias,
                          size_t rows, size_t in_dim, size_t out_dim, size_t col_begin, size_t col_end,
-                         fm_activation activation)
+                         fm_activation activation, uint32_t *active)
 {
+    /* each block's list is its length followed by its inputs; made once, read for every panel */
+    const size_t blocks = (rows + MAX_ROWS - 1) / MAX_ROWS, list_size = in_dim + 1;
+    for (size_t b = 0; b < blocks; b++) {
+        const size_t first = b * MAX_ROWS, block_rows = rows - first < MAX_ROWS ? rows - first : MAX_ROWS;
+        uint32_t *list = active + b * list_size;
+        list[0] = (uint32_t)list_nonzero(list + 1, in + first * in_dim, block_rows, in_dim);
+    }
+    if (rows == 1) {
+        single_row(out, in, packed, bias, in_dim, out_dim, col_begin, col_end, activation, active + 1, active[0]);
+        return;
+    }
     for (size_t col = col_begin; col < col_end; col += FM_NR) {
-        const float *panel = packed + col * in_dim; /* col is a multiple of FM_NR */
-        size_t row = 0;
-        if (rows == 1) {
-            dense_single_row(out, in, panel, bias, in_dim, out_dim, col, activation);
-            continue;
-        }
-        for (; row + MAX_ROWS <= rows; row += MAX_ROWS)
-            dense_block(MAX_ROWS, out + row * out_dim, in + row * in_dim, panel, bias, in_dim, out_dim, col, activation);
-        const float *x = in + row * in_dim;
-        float *y = out + row * out_dim;
-        switch (rows - row) { /* the tail, each case specialised with a constant row count */
-        case 5: dense_block(5, y, x, panel, bias, in_dim, out_dim, col, activation); break;
-        case 4: dense_block(4, y, x, panel, bias, in_dim, out_dim, col, activation); break;
-        case 3: dense_block(3, y, x, panel, bias, in_dim, out_dim, col, activation); break;
-        case 2: dense_block(2, y, x, panel, bias, in_dim, out_dim, col, activation); break;
-        case 1: dense_block(1, y, x, panel, bias, in_dim, out_dim, col, activation); break;
-        default: break;
+        size_t stride;
+        const float *panel = panel_at(packed, in_dim, out_dim, col, &stride);
+        for (size_t b = 0; b < blocks; b++) {
+            const size_t first = b * MAX_ROWS, block_rows = rows - first < MAX_ROWS ? rows - first : MAX_ROWS;
+            const uint32_t *list = active + b * list_size;
+            block_times_panel(block_rows, out + first * out_dim, in + first * in_dim, panel, stride, bias, in_dim,
+                              out_dim, col, activation, list + 1, list[0]);
         }
     }
 }

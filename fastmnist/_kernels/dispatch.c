@@ -12,6 +12,13 @@ static void dense_copy(float *packed, const float *kernel, size_t in_dim, size_t
 {
     memcpy(packed, kernel, in_dim * out_dim * sizeof(float));
 }
+static void dense_scalar(float *out, const float *in, const float *kernel, const float *bias, size_t rows,
+                         size_t in_dim, size_t out_dim, size_t col_begin, size_t col_end, fm_activation activation,
+                         uint32_t *active)
+{
+    (void)active; /* the scalar path computes every term, zero or not */
+    fm_dense_f32(out, in, kernel, bias, rows, in_dim, out_dim, col_begin, col_end, activation);
+}
 static size_t conv2d_size(const fm_window *w) { return w->k_h * w->k_w * w->in_c * w->out_c; }
 static void conv2d_copy(float *packed, const float *kernel, const fm_window *w)
 {
@@ -23,7 +30,7 @@ static void conv2d_copy(float *packed, const float *kernel, const fm_window *w)
      fm_conv2d_packed_size__##isa, fm_conv2d_pack_f32__##isa, fm_conv2d_f32__##isa}
 
 static const fm_kernels table[FM_ISA_COUNT] = {
-    [FM_ISA_SCALAR] = {FM_ISA_SCALAR, one_column, dense_size, dense_copy, fm_dense_f32, conv2d_size, conv2d_copy, NULL},
+    [FM_ISA_SCALAR] = {FM_ISA_SCALAR, one_column, dense_size, dense_copy, dense_scalar, conv2d_size, conv2d_copy, NULL},
 #ifdef FM_HAVE_AVX2
     [FM_ISA_AVX2] = FM_FAST_KERNELS(FM_ISA_AVX2, avx2),
 #endif

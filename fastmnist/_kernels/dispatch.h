@@ -2,6 +2,8 @@
 #ifndef FM_DISPATCH_H
 #define FM_DISPATCH_H
 
+#include <stdint.h>
+
 #include "common.h"
 #include "cpu.h"
 
@@ -11,12 +13,14 @@ typedef struct {
     size_t (*dense_packed_size)(size_t in_dim, size_t out_dim);
     void (*dense_pack)(float *packed, const float *kernel, size_t in_dim, size_t out_dim);
     void (*dense)(float *out, const float *in, const float *packed, const float *bias, size_t rows,
-                  size_t in_dim, size_t out_dim, size_t col_begin, size_t col_end, fm_activation activation);
+                  size_t in_dim, size_t out_dim, size_t col_begin, size_t col_end, fm_activation activation,
+                  uint32_t *active); /* scratch of fm_dense_active_size entries */
     size_t (*conv2d_packed_size)(const fm_window *w);
     void (*conv2d_pack)(float *packed, const float *kernel, const fm_window *w);
     /* NULL for the scalar path, which convolves the unpadded input directly (fm_conv2d_f32) */
     void (*conv2d_padded)(float *out, const float *padded, const float *packed, const float *bias,
-                          const fm_window *w, size_t pixel_begin, size_t pixel_end, fm_activation activation);
+                          const fm_window *w, size_t pixel_begin, size_t pixel_end, fm_activation activation,
+                          uint32_t *active); /* scratch of fm_conv2d_active_size entries */
 } fm_kernels;
 
 /* The kernels for `isa`, or NULL when this build or CPU cannot run it. */

@@ -8,6 +8,7 @@
  * barrier, which is why the threading lives here and not in the Cython layer). */
 #include "network.h"
 
+#include <stdint.h>
 #include <string.h>
 
 #ifdef _OPENMP
@@ -17,6 +18,7 @@
 #include "activation.h"
 #include "batchnorm.h"
 #include "conv2d.h"
+#include "dense.h"
 #include "maxpool2d.h"
 
 #define MAX_TILE 64
@@ -37,6 +39,7 @@ size_t fm_network_init(fm_network *net)
 {
     net->first_vector_op = net->num_ops;
     net->spatial_values = net->padded_values = net->macs_per_image = net->dense_weight_bytes = 0;
+    net->active_values = 0;
     net->vector_values = net->input_values;
     for (size_t i = 0; i < net->num_ops; i++) {
         const fm_op *op = &net->ops[i];
@@ -60,7 +63,15 @@ size_t fm_network_init(fm_network *net)
     if (net->first_vector_op > 0) /* the spatial stage's last output is the vector stage's first input */
         net->vector_values = max_size(net->vector_values, out_values(&net->ops[net->first_vector_op - 1]));
     net->tile = min_size(MAX_TILE, max_size(1, TILE_BUDGET_VALUES / net->vector_values));
-    net->workspace_values = 2 * net->spatial_values + net->padded_values + 2 * net->tile * net->vector_values;
+    for (size_t i = 0; i < net->num_ops; i++) { /* dense ops run on tiles, conv2d on one image */
+        const fm_op *op = &net->ops[i];
+        if (op->kind == FM_OP_DENSE)
+            net->active_values = max_size(net->active_values, fm_dense_active_size(net->tile, op->window.in_c));
+        else if (op->kind == FM_OP_CONV2D)
+            net->active_values = max_size(net->active_values, fm_conv2d_active_size(&op->window));
+    }
+    net->workspace_values = 2 * net->spatial_values + net->padded_values + 2 * net->tile * net->vector_values +
+                            net->active_values;
     return net->workspace_values;
 }
 
@@ -115,11 +126,14 @@ static void team_barrier(int nth)
 
 typedef struct {
     float *spatial[2], *padded, *vector[2];
+    uint32_t *active; /* never shared between threads */
 } workspace;
 
-static workspace carve(const fm_network *net, float *base)
+/* The buffers in `base`, with the scratch list from thread `tid`'s own share of the workspace. */
+static workspace carve(const fm_network *net, float *base, int tid)
 {
     workspace ws;
+    ws.active = (uint32_t *)(base + (size_t)tid * net->workspace_values + net->workspace_values - net->active_values);
     ws.spatial[0] = base;
     ws.spatial[1] = ws.spatial[0] + net->spatial_values;
     ws.padded = ws.spatial[1] + net->spatial_values;
@@ -147,7 +161,7 @@ static void run_elementwise(const fm_op *op, float *dst, const float *src, size_
 
 /* One op on `images` images (always 1 for conv2d and maxpool2d), split across the team. */
 static void run_op(const fm_network *net, const fm_op *op, float *dst, const float *src, size_t images,
-                   float *padded, int tid, int nth)
+                   workspace ws, int tid, int nth)
 {
     const fm_window *w = &op->window;
     size_t begin, end;
@@ -155,15 +169,17 @@ static void run_op(const fm_network *net, const fm_op *op, float *dst, const flo
     case FM_OP_DENSE:
         share(w->out_c, net->kernels->panel_width(), tid, nth, &begin, &end);
         if (begin < end)
-            net->kernels->dense(dst, src, op->weights, op->bias, images, w->in_c, w->out_c, begin, end, op->activation);
+            net->kernels->dense(dst, src, op->weights, op->bias, images, w->in_c, w->out_c, begin, end, op->activation,
+                                ws.active);
         break;
     case FM_OP_CONV2D:
         if (net->kernels->conv2d_padded) {
             share(fm_conv2d_padded_h(w), 1, tid, nth, &begin, &end);
-            fm_conv2d_pad_f32(padded, src, w, begin, end);
+            fm_conv2d_pad_f32(ws.padded, src, w, begin, end);
             team_barrier(nth);
             share(w->out_h * w->out_w, 1, tid, nth, &begin, &end);
-            net->kernels->conv2d_padded(dst, padded, op->weights, op->bias, w, begin, end, op->activation);
+            net->kernels->conv2d_padded(dst, ws.padded, op->weights, op->bias, w, begin, end, op->activation,
+                                        ws.active);
         } else {
             share(w->out_h * w->out_w, 1, tid, nth, &begin, &end);
             fm_conv2d_f32(dst, src, op->weights, op->bias, w, begin, end, op->activation);
@@ -227,7 +243,7 @@ static void run_tile(const fm_network *net, float *out, const void *in, int in_i
             float *dst = i == last_op ? final_out + image * out_values(op)
                        : i + 1 == split ? ws.vector[0] + image * out_values(op)
                        : ws.spatial[(i + 1) % 2];
-            run_op(net, op, dst, ws.spatial[i % 2], 1, ws.padded, tid, nth);
+            run_op(net, op, dst, ws.spatial[i % 2], 1, ws, tid, nth);
             team_barrier(nth);
             tap(taps, i, op, first + image, dst, 1);
         }
@@ -236,7 +252,7 @@ static void run_tile(const fm_network *net, float *out, const void *in, int in_i
         const fm_op *op = &net->ops[i];
         const size_t j = i - split; /* ping-pong between the two vector buffers */
         float *dst = i == last_op ? final_out : ws.vector[(j + 1) % 2];
-        run_op(net, op, dst, ws.vector[j % 2], images, ws.padded, tid, nth);
+        run_op(net, op, dst, ws.vector[j % 2], images, ws, tid, nth);
         team_barrier(nth);
         tap(taps, i, op, first, dst, images);
     }
@@ -263,13 +279,13 @@ void fm_network_run(const fm_network *net, float *out, const void *in, int in_is
             const int tid = 0;
 #endif
             run_tile(net, out, in, in_is_u8, t * tile, min_size(tile, images - t * tile),
-                     carve(net, workspace + (size_t)tid * net->workspace_values), 0, 1, taps);
+                     carve(net, workspace + (size_t)tid * net->workspace_values, 0), 0, 1, taps);
         }
         return;
     }
     if (threads == 1) { /* without entering OpenMP at all: even a team of one costs a microsecond */
         for (size_t first = 0; first < images; first += net->tile)
-            run_tile(net, out, in, in_is_u8, first, min_size(net->tile, images - first), carve(net, workspace),
+            run_tile(net, out, in, in_is_u8, first, min_size(net->tile, images - first), carve(net, workspace, 0),
                      0, 1, taps);
         return;
     }
@@ -278,8 +294,8 @@ void fm_network_run(const fm_network *net, float *out, const void *in, int in_is
     {
         const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
         for (size_t first = 0; first < images; first += net->tile)
-            run_tile(net, out, in, in_is_u8, first, min_size(net->tile, images - first), carve(net, workspace),
-                     tid, nth, taps);
+            run_tile(net, out, in, in_is_u8, first, min_size(net->tile, images - first),
+                     carve(net, workspace, tid), tid, nth, taps);
     }
 #endif
 }

@@ -39,6 +39,7 @@ typedef struct {
     size_t spatial_values;  /* the largest spatial-stage activation of one image */
     size_t padded_values;   /* the largest padded conv2d input of one image */
     size_t vector_values;   /* the largest vector-stage activation of one image */
+    size_t active_values;   /* the kernels' scratch for listing nonzero inputs (uint32 entries) */
     size_t macs_per_image;
     size_t dense_weight_bytes;
     size_t workspace_values; /* per thread */
@@ -52,7 +53,7 @@ int fm_network_threads(const fm_network *net, size_t images, int max_threads);
 
 /* out (images, classes) = the model applied to `in` (images, input_values), uint8 (0..255) when in_is_u8,
  * else float32 in [0, 1] (checked beforehand with fm_first_outside_unit). `workspace` holds `threads` times
- * the floats fm_network_init returned. `taps`, when not NULL, gives each op a buffer (images, op outputs) to
+ * the floats fm_network_init returned (each thread needs its own scratch, even in a team). `taps`, when not NULL, gives each op a buffer (images, op outputs) to
  * receive its output, for inspection; it forces one thread. Releasing the GIL is the caller's business. */
 void fm_network_run(const fm_network *net, float *out, const void *in, int in_is_u8, size_t images,
                     float *workspace, int threads, float *const *taps);

@@ -4,7 +4,14 @@
 #ifndef FM_SIMD_H
 #define FM_SIMD_H
 
+#include <stdint.h>
 #include <string.h>
+
+#if defined(__AVX__) || defined(__AVX512F__)
+#include <immintrin.h>
+#elif defined(__ARM_NEON)
+#include <arm_neon.h>
+#endif
 
 #include "common.h"
 
@@ -32,6 +39,68 @@ FM_ALWAYS_INLINE fm_vec fm_load(const float *p)
 }
 
 FM_ALWAYS_INLINE void fm_store(float *p, fm_vec v) { memcpy(p, &v, sizeof v); }
+
+/* acc + a * b with one rounding where the ISA has a fused multiply-add. Spelt out rather than left to
+ * -ffp-contract, because compilers tuned for some CPUs split accumulation chains into a multiply and an add:
+ * every loop must round alike, so that an image's result does not depend on which kernel loop (single row
+ * or block) it went through. */
+FM_ALWAYS_INLINE fm_vec fm_madd(fm_vec acc, fm_vec a, fm_vec b)
+{
+#if FM_VECTOR_WIDTH == 16 && defined(__AVX512F__)
+    return (fm_vec)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)acc);
+#elif FM_VECTOR_WIDTH == 8 && defined(__FMA__)
+    return (fm_vec)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)acc);
+#elif FM_VECTOR_WIDTH == 4 && defined(__ARM_FEATURE_FMA)
+    return (fm_vec)vfmaq_f32((float32x4_t)acc, (float32x4_t)a, (float32x4_t)b);
+#else
+    return acc + a * b;
+#endif
+}
+
+/* The bits of 8 (or 16, or 4) floats, for testing them against zero without a float compare. */
+FM_ALWAYS_INLINE fm_ivec fm_load_bits(const float *p)
+{
+    fm_ivec v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* Bit j set when the float whose bits are in lane j is nonzero (NaN included; -0 counts as zero). */
+FM_ALWAYS_INLINE unsigned fm_nonzero_lanes(fm_ivec bits)
+{
+    bits &= 0x7fffffff;
+#if FM_VECTOR_WIDTH == 16 && defined(__AVX512F__)
+    return (unsigned)_mm512_test_epi32_mask((__m512i)bits, (__m512i)bits);
+#elif FM_VECTOR_WIDTH == 8 && defined(__AVX__)
+    return (unsigned)_mm256_movemask_ps((__m256)(bits != 0));
+#elif FM_VECTOR_WIDTH == 4 && defined(__ARM_NEON)
+    return vaddvq_u32(vandq_u32((uint32x4_t)(bits != 0), (uint32x4_t){1, 2, 4, 8}));
+#else
+    unsigned lanes = 0;
+    for (int j = 0; j < FM_VECTOR_WIDTH; j++)
+        lanes |= (unsigned)(bits[j] != 0) << j;
+    return lanes;
+#endif
+}
+
+typedef uint32_t fm_u32x4 __attribute__((vector_size(16)));
+
+/* Writes base + j for each bit j set in `lanes` (FM_VECTOR_WIDTH bits) to list[count...]; returns the new
+ * count. It stores four entries at a time, listed or not, so the list needs room for the lanes of this
+ * call even when they are not all set. Branch-free, as which lanes are set is data. */
+FM_ALWAYS_INLINE size_t fm_append_lanes(uint32_t *list, size_t count, unsigned lanes, uint32_t base)
+{
+    static const fm_u32x4 set_lanes[16] = {{0}, {0}, {1}, {0, 1}, {2}, {0, 2}, {1, 2}, {0, 1, 2},
+                                           {3}, {0, 3}, {1, 3}, {0, 1, 3}, {2, 3}, {0, 2, 3}, {1, 2, 3}, {0, 1, 2, 3}};
+    static const unsigned char set_count[16] = {0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4};
+    for (unsigned nibble = 0; nibble < FM_VECTOR_WIDTH; nibble += 4) {
+        const unsigned bits = (lanes >> nibble) & 15;
+        const fm_u32x4 entries = set_lanes[bits] + (base + nibble);
+        memcpy(list + count, &entries, sizeof entries);
+        count += set_count[bits];
+    }
+    return count;
+}
 
 /* x - 0 is exact for every x (unlike x + 0, which turns -0 into +0), so compilers fold it to a plain splat */
 FM_ALWAYS_INLINE fm_vec fm_broadcast(float x) { return x - (fm_vec){0}; }
