@@ -58,6 +58,6 @@ cdef extern from "_kernels/network.h":
 
     size_t fm_network_init(fm_network *net) noexcept nogil
     int fm_network_threads(const fm_network *net, size_t images, int max_threads) noexcept nogil
-    void fm_network_run(const fm_network *net, float *out, const void *input, int in_is_u8, size_t images,
-                        float *workspace, int threads, float *const *taps) noexcept nogil
+    size_t fm_network_run(const fm_network *net, float *out, const void *input, int in_is_u8, size_t images,
+                          float *workspace, int threads, float *const *taps) noexcept nogil
     size_t fm_first_outside_unit(const float *x, size_t count) noexcept nogil

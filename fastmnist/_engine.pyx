@@ -98,14 +98,15 @@ cdef cnp.ndarray _as_pixels(object images, size_t *count):
         raise ValueError(f"images: shape {np.shape(a)}, expected {_ACCEPTED}")
     if not cnp.PyArray_IS_C_CONTIGUOUS(a) or not cnp.PyArray_ISNOTSWAPPED(a):
         a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("="))
-    cdef size_t bad
-    if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
-        bad = fm_first_outside_unit(<const float *>cnp.PyArray_DATA(a), count[0] * INPUT_VALUES)
-        if bad < count[0] * INPUT_VALUES:
-            value = (<const float *>cnp.PyArray_DATA(a))[bad]
-            raise ValueError(f"images: image {bad // INPUT_VALUES}, pixel {bad % INPUT_VALUES} is {value}; "
-                             "float pixels must be in [0, 1] (use uint8 for 0..255)")
     return a
+
+
+cdef _check_pixels(cnp.ndarray pixels, size_t bad, size_t count):
+    """Raises for the pixel fm_network_run found outside [0, 1] (its pass over the input checks them)."""
+    if bad < count * INPUT_VALUES:
+        value = (<const float *>cnp.PyArray_DATA(pixels))[bad]
+        raise ValueError(f"images: image {bad // INPUT_VALUES}, pixel {bad % INPUT_VALUES} is {value}; "
+                         "float pixels must be in [0, 1] (use uint8 for 0..255)")
 
 
 cdef inline (size_t, size_t, size_t) _image_shape(tuple shape):
@@ -232,12 +233,13 @@ cdef class Network:
         cdef int threads = fm_network_threads(&self.net, n, self.max_threads)
         cdef cnp.ndarray workspace = self._take_workspace()
         cdef int is_u8 = cnp.PyArray_TYPE(pixels) == cnp.NPY_UINT8
-        cdef size_t bad
+        cdef size_t bad_pixel, bad
         with nogil:
-            fm_network_run(&self.net, <float *>cnp.PyArray_DATA(result), cnp.PyArray_DATA(pixels), is_u8, n,
-                           <float *>cnp.PyArray_DATA(workspace), threads, NULL)
+            bad_pixel = fm_network_run(&self.net, <float *>cnp.PyArray_DATA(result), cnp.PyArray_DATA(pixels),
+                                       is_u8, n, <float *>cnp.PyArray_DATA(workspace), threads, NULL)
             bad = fm_first_outside_unit(<const float *>cnp.PyArray_DATA(result), n * self.num_classes)
         self._give_back(workspace)
+        _check_pixels(pixels, bad_pixel, n)
         if bad < n * self.num_classes:
             raise FloatingPointError(f"the model's weights overflow float32 for image {bad // self.num_classes}: "
                                      "its probabilities are not finite")
@@ -270,11 +272,13 @@ cdef class Network:
         cdef cnp.ndarray result = np.empty((n, self.num_classes), np.float32)
         cdef cnp.ndarray workspace = self._take_workspace()
         cdef int is_u8 = cnp.PyArray_TYPE(pixels) == cnp.NPY_UINT8
+        cdef size_t bad_pixel
         with nogil:
-            fm_network_run(&self.net, <float *>cnp.PyArray_DATA(result), cnp.PyArray_DATA(pixels), is_u8, n,
-                           <float *>cnp.PyArray_DATA(workspace), 1, taps)
+            bad_pixel = fm_network_run(&self.net, <float *>cnp.PyArray_DATA(result), cnp.PyArray_DATA(pixels),
+                                       is_u8, n, <float *>cnp.PyArray_DATA(workspace), 1, taps)
         free(taps)
         self._give_back(workspace)
+        _check_pixels(pixels, bad_pixel, n)
         return outputs
 
 

@@ -201,8 +201,11 @@ static void run_op(const fm_network *net, const fm_op *op, float *dst, const flo
     }
 }
 
-static void convert_input(const fm_network *net, float *dst, const void *in, int in_is_u8, size_t first,
-                          size_t images, int tid, int nth)
+/* Writes the model input of this thread's share of images [first, first + images) to `dst`; returns the
+ * batch index of the first float pixel there that is NaN or outside [0, 1], or SIZE_MAX. Checking here,
+ * a block at a time as the pixels are converted, reads a float batch from memory once instead of twice. */
+static size_t convert_input(const fm_network *net, float *dst, const void *in, int in_is_u8, size_t first,
+                            size_t images, int tid, int nth)
 {
     size_t begin, end;
     share(images * net->input_values, 1, tid, nth, &begin, &end);
@@ -212,11 +215,22 @@ static void convert_input(const fm_network *net, float *dst, const void *in, int
         const float scale = net->input_scale / 255.0f;
         for (size_t i = begin; i < end; i++)
             dst[i] = net->input_offset + scale * (float)pixels[i];
-    } else {
-        const float *pixels = (const float *)in + offset;
-        for (size_t i = begin; i < end; i++)
-            dst[i] = net->input_offset + net->input_scale * pixels[i];
+        return SIZE_MAX;
     }
+    const float *pixels = (const float *)in + offset;
+    const size_t block = 4096;
+    for (size_t start = begin; start < end; start += block) {
+        const size_t stop = min_size(start + block, end);
+        int bad = 0; /* branch-free over a block, so that compilers vectorise it; x != x only for NaN */
+        for (size_t i = start; i < stop; i++) {
+            const float x = pixels[i];
+            bad |= (x < 0.0f) | (x > 1.0f) | (x != x);
+            dst[i] = net->input_offset + net->input_scale * x;
+        }
+        if (bad)
+            return offset + start + fm_first_outside_unit(pixels + start, stop - start);
+    }
+    return SIZE_MAX;
 }
 
 static void tap(float *const *taps, size_t op_index, const fm_op *op, size_t first, const float *values, size_t images)
@@ -225,18 +239,20 @@ static void tap(float *const *taps, size_t op_index, const fm_op *op, size_t fir
         memcpy(taps[op_index] + first * out_values(op), values, images * out_values(op) * sizeof(float));
 }
 
-/* Images [first, first + images) of the batch, with workspace `ws`, by thread `tid` of a team of `nth`. */
-static void run_tile(const fm_network *net, float *out, const void *in, int in_is_u8, size_t first,
+/* Images [first, first + images) of the batch, with workspace `ws`, by thread `tid` of a team of `nth`;
+ * returns convert_input's verdict on the pixels this thread converted. */
+static size_t run_tile(const fm_network *net, float *out, const void *in, int in_is_u8, size_t first,
                      size_t images, workspace ws, int tid, int nth, float *const *taps)
 {
     const size_t last_op = net->num_ops - 1, split = net->first_vector_op;
     float *const final_out = out + first * out_values(&net->ops[last_op]);
+    size_t bad = SIZE_MAX;
     if (split == 0) {
-        convert_input(net, ws.vector[0], in, in_is_u8, first, images, tid, nth);
+        bad = convert_input(net, ws.vector[0], in, in_is_u8, first, images, tid, nth);
         team_barrier(nth);
     }
     for (size_t image = 0; image < images && split > 0; image++) {
-        convert_input(net, ws.spatial[0], in, in_is_u8, first + image, 1, tid, nth);
+        bad = min_size(bad, convert_input(net, ws.spatial[0], in, in_is_u8, first + image, 1, tid, nth));
         team_barrier(nth);
         for (size_t i = 0; i < split; i++) {
             const fm_op *op = &net->ops[i];
@@ -256,11 +272,13 @@ static void run_tile(const fm_network *net, float *out, const void *in, int in_i
         team_barrier(nth);
         tap(taps, i, op, first, dst, images);
     }
+    return bad;
 }
 
-void fm_network_run(const fm_network *net, float *out, const void *in, int in_is_u8, size_t images,
-                    float *workspace, int threads, float *const *taps)
+size_t fm_network_run(const fm_network *net, float *out, const void *in, int in_is_u8, size_t images,
+                      float *workspace, int threads, float *const *taps)
 {
+    size_t bad = SIZE_MAX;
     if (taps || threads < 1)
         threads = 1;
     /* A spatial model keeps a thread busy with one image; a dense-only one needs rows to amortise weights. */
@@ -270,7 +288,7 @@ void fm_network_run(const fm_network *net, float *out, const void *in, int in_is
         const size_t tile = min_size(net->tile, per_thread);
         const size_t tiles = (images + tile - 1) / tile;
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) reduction(min : bad)
 #endif
         for (size_t t = 0; t < tiles; t++) {
 #ifdef _OPENMP
@@ -278,24 +296,23 @@ void fm_network_run(const fm_network *net, float *out, const void *in, int in_is
 #else
             const int tid = 0;
 #endif
-            run_tile(net, out, in, in_is_u8, t * tile, min_size(tile, images - t * tile),
-                     carve(net, workspace + (size_t)tid * net->workspace_values, 0), 0, 1, taps);
+            bad = min_size(bad, run_tile(net, out, in, in_is_u8, t * tile, min_size(tile, images - t * tile),
+                                         carve(net, workspace + (size_t)tid * net->workspace_values, 0), 0, 1, taps));
         }
-        return;
-    }
-    if (threads == 1) { /* without entering OpenMP at all: even a team of one costs a microsecond */
+    } else if (threads == 1) { /* without entering OpenMP at all: even a team of one costs a microsecond */
         for (size_t first = 0; first < images; first += net->tile)
-            run_tile(net, out, in, in_is_u8, first, min_size(net->tile, images - first), carve(net, workspace, 0),
-                     0, 1, taps);
-        return;
-    }
+            bad = min_size(bad, run_tile(net, out, in, in_is_u8, first, min_size(net->tile, images - first),
+                                         carve(net, workspace, 0), 0, 1, taps));
+    } else {
 #ifdef _OPENMP
-#pragma omp parallel num_threads(threads)
-    {
-        const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-        for (size_t first = 0; first < images; first += net->tile)
-            run_tile(net, out, in, in_is_u8, first, min_size(net->tile, images - first),
-                     carve(net, workspace, tid), tid, nth, taps);
-    }
+#pragma omp parallel num_threads(threads) reduction(min : bad)
+        {
+            const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+            for (size_t first = 0; first < images; first += net->tile)
+                bad = min_size(bad, run_tile(net, out, in, in_is_u8, first, min_size(net->tile, images - first),
+                                             carve(net, workspace, tid), tid, nth, taps));
+        }
 #endif
+    }
+    return bad < images * net->input_values ? bad : images * net->input_values;
 }

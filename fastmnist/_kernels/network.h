@@ -52,11 +52,13 @@ size_t fm_network_init(fm_network *net);
 int fm_network_threads(const fm_network *net, size_t images, int max_threads);
 
 /* out (images, classes) = the model applied to `in` (images, input_values), uint8 (0..255) when in_is_u8,
- * else float32 in [0, 1] (checked beforehand with fm_first_outside_unit). `workspace` holds `threads` times
- * the floats fm_network_init returned (each thread needs its own scratch, even in a team). `taps`, when not NULL, gives each op a buffer (images, op outputs) to
- * receive its output, for inspection; it forces one thread. Releasing the GIL is the caller's business. */
-void fm_network_run(const fm_network *net, float *out, const void *in, int in_is_u8, size_t images,
-                    float *workspace, int threads, float *const *taps);
+ * else float32. Returns the index of the first float value that is NaN or outside [0, 1], where the outputs
+ * mean nothing, or images * input_values when there is none. `workspace` holds `threads` times the floats
+ * fm_network_init returned (each thread needs its own scratch, even in a team). `taps`, when not NULL,
+ * gives each op a buffer (images, op outputs) to receive its output, for inspection; it forces one thread.
+ * Releasing the GIL is the caller's business. */
+size_t fm_network_run(const fm_network *net, float *out, const void *in, int in_is_u8, size_t images,
+                      float *workspace, int threads, float *const *taps);
 
 /* The index of the first value that is NaN or outside [0, 1], or `count` if there is none. */
 size_t fm_first_outside_unit(const float *x, size_t count);
