@@ -221,7 +221,8 @@ cdef class Network:
         self.free_workspaces.append(workspace)
 
     def predict_proba(self, images, out=None):
-        """(n, classes) float32 probabilities, rows summing to 1; `out`, if given, is filled and returned.
+        """(n, classes) float32 probabilities, rows summing to 1; `out`, if given, is filled and returned
+        (after an error, what it holds means nothing).
 
         images: (n, 28, 28), (28, 28), (n, 784) or (784,); uint8 in 0..255 or float in [0, 1]; ink high.
         """

@@ -13,7 +13,8 @@ void fm_dense_f32(float *out, const float *in, const float *kernel, const float 
                   fm_activation activation);
 
 /* Fast paths work on kernels packed once at load by the matching pack function: panels of
- * fm_dense_panel_width__ISA() columns, panel-major, zero-padded, and a bias padded to whole panels.
+ * fm_dense_panel_width__ISA() columns, zero-padded, in groups of neighbouring panels (see dense_simd.c), and
+ * a bias padded to whole panels.
  * col_begin must be a multiple of the panel width. They take rows in blocks of FM_DENSE_BLOCK_ROWS and skip
  * the inputs that are zero throughout a block, listing the others in `active`: scratch of
  * fm_dense_active_size(rows, in_dim) entries, private to the calling thread. */
