@@ -123,25 +123,17 @@ void FM_FN(fm_conv2d_f32)(float *out, const float *padded, const float *packed, 
         const uint32_t *offsets = count == taps ? NULL : active, *tap_list = active + taps;
         for (size_t out_c = 0; out_c < w->out_c; out_c += FM_NR) {
             const float *panel = packed + out_c / FM_NR * panel_size;
-#define FM_PIXELS_CASE(n)                                                                                    \
-    case n:                                                                                                 \
-        if (offsets)                                                                                        \
-            conv_block(n, out, window, panel, bias, w, row_values, first, out_c, activation, offsets,       \
-                       tap_list, count);                                                                    \
-        else                                                                                                \
-            conv_block(n, out, window, panel, bias, w, row_values, first, out_c, activation, NULL, NULL,    \
-                       taps);                                                                               \
-        break;
-            switch (pixels) { /* each case specialised with a constant pixel count */
-            FM_PIXELS_CASE(6)
-            FM_PIXELS_CASE(5)
-            FM_PIXELS_CASE(4)
-            FM_PIXELS_CASE(3)
-            FM_PIXELS_CASE(2)
-            FM_PIXELS_CASE(1)
-            default: break;
-            }
-#undef FM_PIXELS_CASE
+#define BLOCK_CALL(n)                                                                                  \
+    do {                                                                                               \
+        if (offsets)                                                                                   \
+            conv_block(n, out, window, panel, bias, w, row_values, first, out_c, activation, offsets,  \
+                       tap_list, count);                                                               \
+        else                                                                                           \
+            conv_block(n, out, window, panel, bias, w, row_values, first, out_c, activation, NULL,     \
+                       NULL, taps);                                                                    \
+    } while (0)
+            FM_WITH_CONSTANT_1_TO_6(pixels, BLOCK_CALL)
+#undef BLOCK_CALL
         }
     }
 }

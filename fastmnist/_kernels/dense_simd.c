@@ -134,23 +134,15 @@ static void single_row(float *out, const float *in, const float *packed, const f
         const size_t in_group = (col / GROUP * GROUP + stride - col) / FM_NR;
         const size_t in_range = (col_end - col + FM_NR - 1) / FM_NR;
         panels = in_group < in_range ? in_group : in_range;
-#define FM_PANELS_CASE(n)                                                                                    \
-    case n:                                                                                                 \
-        if (count == in_dim)                                                                                \
-            dense_row(n, out, in, panel, stride, bias, out_dim, col, activation, NULL, in_dim);            \
-        else                                                                                                \
-            dense_row(n, out, in, panel, stride, bias, out_dim, col, activation, active, count);           \
-        break;
-        switch (panels) { /* each case specialised with a constant panel count */
-        FM_PANELS_CASE(6)
-        FM_PANELS_CASE(5)
-        FM_PANELS_CASE(4)
-        FM_PANELS_CASE(3)
-        FM_PANELS_CASE(2)
-        FM_PANELS_CASE(1)
-        default: break;
-        }
-#undef FM_PANELS_CASE
+#define ROW_CALL(n)                                                                                 \
+    do {                                                                                            \
+        if (count == in_dim)                                                                        \
+            dense_row(n, out, in, panel, stride, bias, out_dim, col, activation, NULL, in_dim);    \
+        else                                                                                        \
+            dense_row(n, out, in, panel, stride, bias, out_dim, col, activation, active, count);   \
+    } while (0)
+        FM_WITH_CONSTANT_1_TO_6(panels, ROW_CALL)
+#undef ROW_CALL
     }
 }
 
@@ -159,23 +151,15 @@ static void block_times_panel(size_t rows, float *out, const float *in, const fl
                               const float *bias, size_t in_dim, size_t out_dim, size_t col,
                               fm_activation activation, const uint32_t *active, size_t count)
 {
-#define FM_ROWS_CASE(n)                                                                                      \
-    case n:                                                                                                 \
-        if (count == in_dim)                                                                                \
+#define BLOCK_CALL(n)                                                                                   \
+    do {                                                                                                \
+        if (count == in_dim)                                                                            \
             dense_block(n, out, in, panel, stride, bias, in_dim, out_dim, col, activation, NULL, in_dim);  \
-        else                                                                                                \
+        else                                                                                            \
             dense_block(n, out, in, panel, stride, bias, in_dim, out_dim, col, activation, active, count); \
-        break;
-    switch (rows) { /* each case specialised with a constant row count */
-    FM_ROWS_CASE(6)
-    FM_ROWS_CASE(5)
-    FM_ROWS_CASE(4)
-    FM_ROWS_CASE(3)
-    FM_ROWS_CASE(2)
-    FM_ROWS_CASE(1)
-    default: break;
-    }
-#undef FM_ROWS_CASE
+    } while (0)
+    FM_WITH_CONSTANT_1_TO_6(rows, BLOCK_CALL)
+#undef BLOCK_CALL
 }
 
 void FM_FN(fm_dense_f32)(float *out, const float *in, const float *packed, const float *bias,

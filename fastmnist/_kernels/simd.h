@@ -28,6 +28,19 @@
 typedef float fm_vec __attribute__((vector_size(FM_VECTOR_WIDTH * 4)));
 typedef int fm_ivec __attribute__((vector_size(FM_VECTOR_WIDTH * 4)));
 
+/* Runs CALL(n) with n = `count` (1 to 6) as a constant, so that an always-inlined kernel taking n as its
+ * block size is compiled, unrolled, for each; does nothing for another count. */
+#define FM_WITH_CONSTANT_1_TO_6(count, CALL) \
+    switch (count) {                         \
+    case 6: CALL(6); break;                  \
+    case 5: CALL(5); break;                  \
+    case 4: CALL(4); break;                  \
+    case 3: CALL(3); break;                  \
+    case 2: CALL(2); break;                  \
+    case 1: CALL(1); break;                  \
+    default: break;                          \
+    }
+
 /* Two vectors of output channels per register tile: enough independent accumulators to hide FMA latency. */
 #define FM_NR (2 * FM_VECTOR_WIDTH)
 
