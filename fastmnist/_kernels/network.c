@@ -89,15 +89,19 @@ int fm_network_threads(const fm_network *net, size_t images, int max_threads)
 
 size_t fm_first_outside_unit(const float *x, size_t count)
 {
-    /* Branch-free over blocks, so that compilers vectorise the common case where every value is valid;
-     * only a block that holds a bad value is searched for its index. x != x is true for NaN alone. */
+    /* As unsigned integers the bits of +0 to 1 are 0 to 0x3f800000, and those of every negative value
+     * (-0 included) and NaN are above: a block whose largest is in range is valid, found with one integer
+     * max per vector. Only a block above it is searched, by float compares, where -0 is allowed. */
     const size_t block = 4096;
     for (size_t start = 0; start < count; start += block) {
         const size_t end = min_size(start + block, count);
-        int bad = 0;
-        for (size_t i = start; i < end; i++)
-            bad |= (x[i] < 0.0f) | (x[i] > 1.0f) | (x[i] != x[i]);
-        for (size_t i = start; bad && i < end; i++)
+        uint32_t largest = 0;
+        for (size_t i = start; i < end; i++) {
+            uint32_t bits;
+            memcpy(&bits, x + i, sizeof bits);
+            largest = bits > largest ? bits : largest;
+        }
+        for (size_t i = start; largest > 0x3f800000u && i < end; i++)
             if (!(x[i] >= 0.0f && x[i] <= 1.0f))
                 return i;
     }
@@ -201,9 +205,20 @@ static void run_op(const fm_network *net, const fm_op *op, float *dst, const flo
     }
 }
 
-/* Writes the model input of this thread's share of images [first, first + images) to `dst`; returns the
- * batch index of the first float pixel there that is NaN or outside [0, 1], or SIZE_MAX. Checking here,
- * a block at a time as the pixels are converted, reads a float batch from memory once instead of twice. */
+/* The batch index of the first float pixel of this thread's share of images [first, first + images) that
+ * is NaN or outside [0, 1], or SIZE_MAX. */
+static size_t check_input(const fm_network *net, const float *in, size_t first, size_t images, int tid, int nth)
+{
+    size_t begin, end;
+    share(images * net->input_values, 1, tid, nth, &begin, &end);
+    const size_t offset = first * net->input_values + begin;
+    const size_t bad = fm_first_outside_unit(in + offset, end - begin);
+    return bad < end - begin ? offset + bad : SIZE_MAX;
+}
+
+/* Writes the model input of this thread's share of images [first, first + images) to `dst`; returns
+ * check_input's verdict on them. Checking here, a block at a time as the pixels are converted, reads a float
+ * batch from memory once instead of twice. */
 static size_t convert_input(const fm_network *net, float *dst, const void *in, int in_is_u8, size_t first,
                             size_t images, int tid, int nth)
 {
@@ -230,6 +245,13 @@ static size_t convert_input(const fm_network *net, float *dst, const void *in, i
     return SIZE_MAX;
 }
 
+/* Whether a dense-only model reads a batch where the caller keeps it: float pixels that are the model input
+ * as they are need no conversion, and a copy would only add a pass over the largest array of the call. */
+static int reads_input_in_place(const fm_network *net, int in_is_u8)
+{
+    return net->first_vector_op == 0 && !in_is_u8 && net->input_offset == 0.0f && net->input_scale == 1.0f;
+}
+
 static void tap(float *const *taps, size_t op_index, const fm_op *op, size_t first, const float *values, size_t images)
 {
     if (taps && taps[op_index])
@@ -237,14 +259,18 @@ static void tap(float *const *taps, size_t op_index, const fm_op *op, size_t fir
 }
 
 /* Images [first, first + images) of the batch, with workspace `ws`, by thread `tid` of a team of `nth`;
- * returns convert_input's verdict on the pixels this thread converted. */
+ * returns check_input's verdict on the pixels this thread read. */
 static size_t run_tile(const fm_network *net, float *out, const void *in, int in_is_u8, size_t first,
                      size_t images, workspace ws, int tid, int nth, float *const *taps)
 {
     const size_t last_op = net->num_ops - 1, split = net->first_vector_op;
     float *const final_out = out + first * out_values(&net->ops[last_op]);
     size_t bad = SIZE_MAX;
-    if (split == 0) {
+    const float *vector_in = ws.vector[0]; /* the vector stage's input */
+    if (reads_input_in_place(net, in_is_u8)) {
+        vector_in = (const float *)in + first * net->input_values;
+        bad = check_input(net, in, first, images, tid, nth);
+    } else if (split == 0) {
         bad = convert_input(net, ws.vector[0], in, in_is_u8, first, images, tid, nth);
         team_barrier(nth);
     }
@@ -265,7 +291,7 @@ static size_t run_tile(const fm_network *net, float *out, const void *in, int in
         const fm_op *op = &net->ops[i];
         const size_t j = i - split; /* ping-pong between the two vector buffers */
         float *dst = i == last_op ? final_out : ws.vector[(j + 1) % 2];
-        run_op(net, op, dst, ws.vector[j % 2], images, ws, tid, nth);
+        run_op(net, op, dst, j == 0 ? vector_in : ws.vector[j % 2], images, ws, tid, nth);
         team_barrier(nth);
         tap(taps, i, op, first, dst, images);
     }
