@@ -219,6 +219,30 @@ def test_zero_inputs_are_skipped_exactly(tmp_path, isa, batch):
             check_within(got, want, bound + activation_slack(want, activation), f"{name} {isa} {batch}")
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_wide_dense_input_is_summed_in_chunks_exactly(tmp_path, isa):
+    """At a batch of 64, a dense layer on 2,352 inputs takes them in chunks (its sums wait in the output in
+    between): each output must be within its rounding bound, blocks with nothing listed in a chunk included,
+    and the same bits as the image's own single-row result."""
+    layers = [
+        {"type": "conv2d", "name": "c", "filters": 3, "kernel_size": [3, 3], "padding": "same", "activation": "relu"},
+        {"type": "flatten", "name": "f"},
+        {"type": "dense", "name": "d", "units": 37, "activation": "elu"},
+        *head(),
+    ]
+    path = write_model(tmp_path / "wide.npz", layers, seed=13)
+    images = np.concatenate([zero_patterns(), np.zeros((6, 28, 28), np.float32), random_images(50, seed=14)])
+    images[20:26, 10:] = 0.0  # a block whose last chunks list nothing
+    model = fastmnist.load(path, isa=isa, num_threads=1)
+    acts = dict(model.activations(images))
+    x, params = input_of(model, acts, "d", images), model_params(path, "d")
+    want = reference.dense(x, params["kernel"], params["bias"], "elu")
+    bound = gamma(x.shape[1]) * (np.abs(x) @ np.abs(params["kernel"]) + np.abs(params["bias"]))
+    check_within(acts["d"], want, bound + activation_slack(want, "elu"), f"chunked dense {isa}")
+    alone = np.concatenate([dict(model.activations(image[None]))["d"] for image in images])
+    np.testing.assert_array_equal(acts["d"], alone)
+
+
 @pytest.mark.parametrize("isa", [isa for isa in ISAS if isa != "scalar"])
 def test_fast_paths_match_scalar_path(tmp_path, isa):
     """The fast path against the obviously-right one, layer by layer, on a model with odd sizes everywhere."""

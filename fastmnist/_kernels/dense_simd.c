@@ -16,6 +16,7 @@
 #define GROUP_PANELS 6               /* 1 row x 6 panels x 2 vectors: 12 accumulators as well */
 #define GROUP (GROUP_PANELS * FM_NR)
 #define PREFETCH_AHEAD 16            /* listed rows: about 0.2 us of work ahead, the latency of memory */
+#define CHUNK_VALUES (64 * 1024)     /* inputs of all rows per chunk: 256 KB, which stays in L2 */
 
 size_t FM_FN(fm_dense_panel_width)(void) { return FM_NR; }
 
@@ -64,18 +65,36 @@ static size_t list_nonzero(uint32_t *active, const float *in, size_t rows, size_
     return count;
 }
 
+/* The sums so far of one row's panel: its bias before the first chunk of inputs, then the `count` (<= FM_NR)
+ * columns that `out` holds. */
+FM_ALWAYS_INLINE void load_sums(fm_vec acc[2], const float *out, const float *bias, size_t col, size_t count,
+                                int resume)
+{
+    const float *from = resume ? out + col : bias + col;
+    if (!resume || count == FM_NR) {
+        acc[0] = fm_load(from);
+        acc[1] = fm_load(from + FM_VECTOR_WIDTH);
+        return;
+    }
+    float sums[FM_NR] = {0};
+    memcpy(sums, from, count * sizeof(float));
+    acc[0] = fm_load(sums);
+    acc[1] = fm_load(sums + FM_VECTOR_WIDTH);
+}
+
 /* `rows` (<= MAX_ROWS, a constant after inlining) rows times one panel, over the `count` inputs listed in
  * `active`, or over all inputs in order when `active` is NULL (a constant too, so the dense loop has no
- * indirection). */
+ * indirection). `resume`: add to the sums in `out` rather than start from the bias; `finish`: these are the
+ * last inputs, so apply the activation. */
 FM_ALWAYS_INLINE void dense_block(size_t rows, float *out, const float *in, const float *panel, size_t stride,
                                   const float *bias, size_t in_dim, size_t out_dim, size_t col,
-                                  fm_activation activation, const uint32_t *active, size_t count)
+                                  fm_activation activation, const uint32_t *active, size_t count, int resume,
+                                  int finish)
 {
+    const size_t stored = out_dim - col < FM_NR ? out_dim - col : FM_NR;
     fm_vec acc[MAX_ROWS][2];
-    for (size_t r = 0; r < rows; r++) {
-        acc[r][0] = fm_load(bias + col);
-        acc[r][1] = fm_load(bias + col + FM_VECTOR_WIDTH);
-    }
+    for (size_t r = 0; r < rows; r++)
+        load_sums(acc[r], out + r * out_dim, bias, col, stored, resume);
     for (size_t i = 0; i < count; i++) {
         const size_t k = active ? active[i] : i;
         const fm_vec w0 = fm_load(panel + k * stride);
@@ -86,9 +105,9 @@ FM_ALWAYS_INLINE void dense_block(size_t rows, float *out, const float *in, cons
             acc[r][1] = fm_madd(acc[r][1], x, w1);
         }
     }
-    const size_t stored = out_dim - col < FM_NR ? out_dim - col : FM_NR;
     for (size_t r = 0; r < rows; r++)
-        fm_store_activated(out + r * out_dim + col, acc[r][0], acc[r][1], stored, activation);
+        fm_store_activated(out + r * out_dim + col, acc[r][0], acc[r][1], stored,
+                           finish ? activation : FM_ACTIVATION_LINEAR);
 }
 
 /* One row times `panels` (<= GROUP_PANELS, a constant after inlining) neighbouring panels of a group: a
@@ -146,20 +165,39 @@ static void single_row(float *out, const float *in, const float *packed, const f
     }
 }
 
-/* One block of `rows` rows times one panel, over the block's list (or every input, when it lists them all). */
+/* One block of `rows` rows times one panel, over the `count` inputs of the block's list that lie in chunk
+ * [k_begin, k_end) (over the whole chunk in order, when the list holds all of it). */
 static void block_times_panel(size_t rows, float *out, const float *in, const float *panel, size_t stride,
                               const float *bias, size_t in_dim, size_t out_dim, size_t col,
-                              fm_activation activation, const uint32_t *active, size_t count)
+                              fm_activation activation, const uint32_t *active, size_t count, size_t k_begin,
+                              size_t k_end)
 {
-#define BLOCK_CALL(n)                                                                                   \
-    do {                                                                                                \
-        if (count == in_dim)                                                                            \
-            dense_block(n, out, in, panel, stride, bias, in_dim, out_dim, col, activation, NULL, in_dim);  \
-        else                                                                                            \
-            dense_block(n, out, in, panel, stride, bias, in_dim, out_dim, col, activation, active, count); \
+    const int resume = k_begin > 0, finish = k_end == in_dim;
+#define BLOCK_CALL(n)                                                                                       \
+    do {                                                                                                    \
+        if (count == k_end - k_begin)                                                                       \
+            dense_block(n, out, in + k_begin, panel + k_begin * stride, stride, bias, in_dim, out_dim, col, \
+                        activation, NULL, count, resume, finish);                                           \
+        else                                                                                                \
+            dense_block(n, out, in, panel, stride, bias, in_dim, out_dim, col, activation, active, count,   \
+                        resume, finish);                                                                    \
     } while (0)
     FM_WITH_CONSTANT_1_TO_6(rows, BLOCK_CALL)
 #undef BLOCK_CALL
+}
+
+/* The index of the first of the `count` ascending entries of `list` that is at least `k`. */
+static size_t first_at_least(const uint32_t *list, size_t count, size_t k)
+{
+    size_t lo = 0, hi = count;
+    while (lo < hi) {
+        const size_t mid = lo + (hi - lo) / 2;
+        if (list[mid] < k)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
 }
 
 void FM_FN(fm_dense_f32)(float *out, const float *in, const float *packed, const float *bias,
@@ -177,14 +215,27 @@ void FM_FN(fm_dense_f32)(float *out, const float *in, const float *packed, const
         single_row(out, in, packed, bias, in_dim, out_dim, col_begin, col_end, activation, active + 1, active[0]);
         return;
     }
-    for (size_t col = col_begin; col < col_end; col += FM_NR) {
-        size_t stride;
-        const float *panel = panel_at(packed, in_dim, out_dim, col, &stride);
-        for (size_t b = 0; b < blocks; b++) {
-            const size_t first = b * MAX_ROWS, block_rows = rows - first < MAX_ROWS ? rows - first : MAX_ROWS;
-            const uint32_t *list = active + b * list_size;
-            block_times_panel(block_rows, out + first * out_dim, in + first * in_dim, panel, stride, bias, in_dim,
-                              out_dim, col, activation, list + 1, list[0]);
+    /* The inputs go in chunks whose slice of every row stays in L2 while all the panels pass over it; between
+     * chunks an output's sum waits in `out`, its terms still added in the same order. A panel's weights come
+     * from memory once per chunk: while the blocks work on one panel, they ask for the next one's rows. */
+    const size_t chunk = CHUNK_VALUES / rows > FM_VECTOR_WIDTH ? CHUNK_VALUES / rows : FM_VECTOR_WIDTH;
+    for (size_t k_begin = 0; k_begin < in_dim; k_begin += chunk) {
+        const size_t k_end = in_dim - k_begin < chunk ? in_dim : k_begin + chunk, length = k_end - k_begin;
+        for (size_t col = col_begin; col < col_end; col += FM_NR) {
+            size_t stride, next_stride = 0;
+            const float *panel = panel_at(packed, in_dim, out_dim, col, &stride);
+            const float *next =
+                col + FM_NR < col_end ? panel_at(packed, in_dim, out_dim, col + FM_NR, &next_stride) : NULL;
+            for (size_t b = 0; b < blocks; b++) {
+                const size_t first = b * MAX_ROWS, block_rows = rows - first < MAX_ROWS ? rows - first : MAX_ROWS;
+                for (size_t k = k_begin + b * length / blocks; next && k < k_begin + (b + 1) * length / blocks; k++)
+                    __builtin_prefetch(next + k * next_stride, 0, 2); /* into L2, this block's share */
+                const uint32_t *list = active + b * list_size + 1;
+                const size_t count = list[-1];
+                const size_t start = first_at_least(list, count, k_begin), stop = first_at_least(list, count, k_end);
+                block_times_panel(block_rows, out + first * out_dim, in + first * in_dim, panel, stride, bias,
+                                  in_dim, out_dim, col, activation, list + start, stop - start, k_begin, k_end);
+            }
         }
     }
 }
