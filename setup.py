@@ -20,8 +20,8 @@ from setuptools.command.build_ext import build_ext
 
 KERNELS = Path("fastmnist/_kernels")
 PLAIN_SOURCES = ["activation.c", "batchnorm.c", "conv2d.c", "cpu.c", "dense.c", "dispatch.c", "maxpool2d.c",
-                 "network.c"]
-SIMD_SOURCES = ["dense_simd.c", "conv2d_simd.c"]
+                 "network.c", "softmax.c"]
+SIMD_SOURCES = ["dense_simd.c", "conv2d_simd.c", "softmax_simd.c"]
 
 
 def _flag(name: str) -> bool:

@@ -12,7 +12,7 @@ import pytest
 
 import fastmnist
 from fastmnist import _engine, reference
-from random_models import head, random_images, write_model
+from random_models import head, random_arrays, random_images, spec_for, write_model
 
 ISAS = _engine.supported_isas()
 U = 2.0 ** -24
@@ -154,6 +154,29 @@ def test_activation_layer_matches_reference(tmp_path, isa, activation, where):
     model, acts = engine_layers(path, isa, images)
     want = reference.activate(input_of(model, acts, "act", images), activation)
     check_within(acts["act"], want, 8 * U * np.abs(want) + 2e-7, f"{activation} {isa}")
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("row_len", [1, 7, 9, 10, 33])
+def test_softmax_matches_reference_over_a_wide_range_of_logits(tmp_path, isa, row_len):
+    """Logits over 100 apart: probabilities from 1 down to far below float32's smallest normal, rows
+    shorter and longer than a vector, and 5 rows so that the values end inside a vector. Bound: the rounding
+    of x - max (u |x - max| relative, after exp) and a few ulps of exp, the sum and the scaling."""
+    layers = [{"type": "dense", "name": "pre", "units": row_len},
+              {"type": "activation", "name": "act", "activation": "softmax"}, *head()]
+    arrays = random_arrays(layers, (784,), np.random.default_rng(row_len))
+    arrays["pre/kernel"] *= 100.0
+    path = tmp_path / "m.npz"
+    fastmnist.format.save(path, spec_for(layers, (784,)), arrays)
+    images = random_images(5)
+    model, acts = engine_layers(path, isa, images)
+    logits = input_of(model, acts, "act", images)
+    want = reference.activate(logits, "softmax")
+    spread = logits.max(axis=1, keepdims=True) - logits
+    assert row_len == 1 or spread.max() > 100  # probabilities below e^-100 included
+    # relative: x - max, exp, a sum of row_len terms, the scaling; absolute: below 1e-37 a value may be 0
+    bound = want * (spread + 8 + row_len) * U + 1e-37
+    check_within(acts["act"], want, bound, f"softmax {isa}")
 
 
 def zero_patterns() -> np.ndarray:

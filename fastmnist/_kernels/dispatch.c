@@ -4,6 +4,7 @@
 
 #include "conv2d.h"
 #include "dense.h"
+#include "softmax.h"
 
 /* The scalar path reads the Keras layouts, so "packing" is a copy. */
 static size_t one_column(void) { return 1; }
@@ -27,10 +28,11 @@ static void conv2d_copy(float *packed, const float *kernel, const fm_window *w)
 
 #define FM_FAST_KERNELS(isa_enum, isa)                                                                     \
     {isa_enum, fm_dense_panel_width__##isa, fm_dense_packed_size__##isa, fm_dense_pack_f32__##isa, fm_dense_f32__##isa,            \
-     fm_conv2d_packed_size__##isa, fm_conv2d_pack_f32__##isa, fm_conv2d_f32__##isa}
+     fm_conv2d_packed_size__##isa, fm_conv2d_pack_f32__##isa, fm_conv2d_f32__##isa, fm_softmax_f32__##isa}
 
 static const fm_kernels table[FM_ISA_COUNT] = {
-    [FM_ISA_SCALAR] = {FM_ISA_SCALAR, one_column, dense_size, dense_copy, dense_scalar, conv2d_size, conv2d_copy, NULL},
+    [FM_ISA_SCALAR] = {FM_ISA_SCALAR, one_column, dense_size, dense_copy, dense_scalar, conv2d_size, conv2d_copy, NULL,
+                       fm_softmax_f32},
 #ifdef FM_HAVE_AVX2
     [FM_ISA_AVX2] = FM_FAST_KERNELS(FM_ISA_AVX2, avx2),
 #endif

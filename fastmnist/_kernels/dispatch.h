@@ -21,6 +21,7 @@ typedef struct {
     void (*conv2d_padded)(float *out, const float *padded, const float *packed, const float *bias,
                           const fm_window *w, size_t pixel_begin, size_t pixel_end, fm_activation activation,
                           uint32_t *active); /* scratch of fm_conv2d_active_size entries */
+    void (*softmax)(float *x, size_t rows, size_t row_len);
 } fm_kernels;
 
 /* The kernels for `isa`, or NULL when this build or CPU cannot run it. */

@@ -147,7 +147,8 @@ static workspace carve(const fm_network *net, float *base, int tid)
 }
 
 /* Copies `src` to `dst` (when they differ) and applies batchnorm or the activation in place there. */
-static void run_elementwise(const fm_op *op, float *dst, const float *src, size_t images, int tid, int nth)
+static void run_elementwise(const fm_network *net, const fm_op *op, float *dst, const float *src, size_t images,
+                            int tid, int nth)
 {
     const size_t channels = op->window.out_c;
     const size_t positions = images * op->window.out_h * op->window.out_w;
@@ -158,7 +159,7 @@ static void run_elementwise(const fm_op *op, float *dst, const float *src, size_
     if (op->kind == FM_OP_BATCHNORM)
         fm_batchnorm_f32(dst, op->weights, op->bias, channels, begin, end);
     else if (op->activation == FM_ACTIVATION_SOFTMAX)
-        fm_softmax_f32(dst + begin * channels, end - begin, channels);
+        net->kernels->softmax(dst + begin * channels, end - begin, channels);
     else
         fm_activation_f32(dst + begin * channels, (end - begin) * channels, op->activation);
 }
@@ -195,13 +196,13 @@ static void run_op(const fm_network *net, const fm_op *op, float *dst, const flo
         return;
     case FM_OP_BATCHNORM:
     case FM_OP_ACTIVATION:
-        run_elementwise(op, dst, src, images, tid, nth);
+        run_elementwise(net, op, dst, src, images, tid, nth);
         return;
     }
     if (op->activation == FM_ACTIVATION_SOFTMAX) { /* needs every column of a row: after the barrier */
         team_barrier(nth);
         share(images * w->out_h * w->out_w, 1, tid, nth, &begin, &end);
-        fm_softmax_f32(dst + begin * w->out_c, end - begin, w->out_c);
+        net->kernels->softmax(dst + begin * w->out_c, end - begin, w->out_c);
     }
 }
 

@@ -120,13 +120,17 @@ FM_ALWAYS_INLINE fm_vec fm_broadcast(float x) { return x - (fm_vec){0}; }
 
 FM_ALWAYS_INLINE fm_vec fm_relu(fm_vec v) { return (fm_vec)((fm_ivec)v & (v > (fm_vec){0})); }
 
-/* expm1(x) for x <= 0, within a few ulp of 1: x = n ln2 + r with |r| <= ln2/2, expm1(r) by its degree-8
- * Taylor polynomial (truncation below 1e-9), then expm1(x) = 2^n expm1(r) + (2^n - 1). Below -30 the
- * result is -1 in float32, so x is clamped there, which also keeps 2^n a normal number. */
-FM_ALWAYS_INLINE fm_vec fm_expm1_nonpositive(fm_vec x)
+/* Lane by lane, a where a > b, else b: so a NaN in b is kept and a NaN in a is not. */
+FM_ALWAYS_INLINE fm_vec fm_max(fm_vec a, fm_vec b)
 {
-    const fm_ivec too_small = x < fm_broadcast(-30.0f);
-    x = (fm_vec)((too_small & (fm_ivec)fm_broadcast(-30.0f)) | (~too_small & (fm_ivec)x));
+    const fm_ivec a_larger = a > b;
+    return (fm_vec)((a_larger & (fm_ivec)a) | (~a_larger & (fm_ivec)b));
+}
+
+/* x = n ln2 + r with |r| <= ln2/2: returns expm1(r), by its degree-8 Taylor polynomial (truncation below
+ * 1e-9), and 2^n in `power`. x must be at least -87, so that 2^n is a normal number. */
+FM_ALWAYS_INLINE fm_vec fm_expm1_reduced(fm_vec x, fm_vec *power)
+{
     const fm_vec round_magic = fm_broadcast(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
     const fm_vec n = (x * fm_broadcast(1.44269504f) + round_magic) - round_magic;
     const fm_vec r = (x - n * fm_broadcast(0.693145752f)) - n * fm_broadcast(1.42860677e-6f); /* ln2 = hi + lo */
@@ -137,9 +141,27 @@ FM_ALWAYS_INLINE fm_vec fm_expm1_nonpositive(fm_vec x)
     p = p * r + fm_broadcast(1.0f / 24);
     p = p * r + fm_broadcast(1.0f / 6);
     p = p * r + fm_broadcast(0.5f);
-    p = p * r * r + r;
-    const fm_vec scale = (fm_vec)((__builtin_convertvector(n, fm_ivec) + 127) << 23); /* 2^n */
-    return scale * p + (scale - fm_broadcast(1.0f));
+    *power = (fm_vec)((__builtin_convertvector(n, fm_ivec) + 127) << 23);
+    return p * r * r + r;
+}
+
+/* expm1(x) for x <= 0, within a few ulp of 1: 2^n expm1(r) + (2^n - 1). Below -30 the result is -1 in
+ * float32, so x is clamped there. */
+FM_ALWAYS_INLINE fm_vec fm_expm1_nonpositive(fm_vec x)
+{
+    fm_vec power;
+    const fm_vec p = fm_expm1_reduced(fm_max(fm_broadcast(-30.0f), x), &power);
+    return power * p + (power - fm_broadcast(1.0f));
+}
+
+/* exp(x) for x <= 0 (-inf included), within a few ulp: 2^n expm1(r) + 2^n. Below -87 it is 0, one step
+ * short of the subnormal results (below 1.2e-38) that a library exp would give. NaN stays NaN. */
+FM_ALWAYS_INLINE fm_vec fm_exp_nonpositive(fm_vec x)
+{
+    const fm_vec floor = fm_broadcast(-87.0f);
+    fm_vec power;
+    const fm_vec p = fm_expm1_reduced(fm_max(floor, x), &power);
+    return (fm_vec)(~(fm_ivec)(x < floor) & (fm_ivec)(power * p + power));
 }
 
 FM_ALWAYS_INLINE fm_vec fm_elu(fm_vec v)
