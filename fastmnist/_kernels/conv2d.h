@@ -18,17 +18,17 @@ size_t fm_conv2d_padded_w(const fm_window *w);
 /* Writes padded rows [row_begin, row_end) (so a team of threads can share the work). */
 void fm_conv2d_pad_f32(float *padded, const float *in, const fm_window *w, size_t row_begin, size_t row_end);
 
-/* Fast paths read the padded input and a kernel packed once at load by the matching pack function
- * (panels of output channels, zero-padded) and a bias padded to whole panels. They skip the taps whose
- * inputs are zero for a whole block of pixels, listing the others in `active`: scratch of
- * fm_conv2d_active_size(w) entries, private to the calling thread. */
+/* Fast paths compute output rows [row_begin, row_end) from the padded input, a kernel packed once at load by
+ * the matching pack function (panels of output channels, zero-padded) and a bias padded to whole panels.
+ * They skip the taps whose inputs are zero for a whole patch of pixels, listing the others in `active`:
+ * scratch of fm_conv2d_active_size(w) entries, private to the calling thread. */
 static inline size_t fm_conv2d_active_size(const fm_window *w) { return 2 * w->k_h * w->k_w * w->in_c; }
 
 #define FM_DECLARE_CONV2D_FAST(isa)                                                                         \
     size_t fm_conv2d_packed_size__##isa(const fm_window *w);                                               \
     void fm_conv2d_pack_f32__##isa(float *packed, const float *kernel, const fm_window *w);                \
     void fm_conv2d_f32__##isa(float *out, const float *padded, const float *packed, const float *bias,     \
-                              const fm_window *w, size_t pixel_begin, size_t pixel_end, fm_activation activation, \
+                              const fm_window *w, size_t row_begin, size_t row_end, fm_activation activation, \
                               uint32_t *active);
 
 FM_DECLARE_CONV2D_FAST(avx2)

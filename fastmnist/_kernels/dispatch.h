@@ -19,7 +19,7 @@ typedef struct {
     void (*conv2d_pack)(float *packed, const float *kernel, const fm_window *w);
     /* NULL for the scalar path, which convolves the unpadded input directly (fm_conv2d_f32) */
     void (*conv2d_padded)(float *out, const float *padded, const float *packed, const float *bias,
-                          const fm_window *w, size_t pixel_begin, size_t pixel_end, fm_activation activation,
+                          const fm_window *w, size_t row_begin, size_t row_end, fm_activation activation,
                           uint32_t *active); /* scratch of fm_conv2d_active_size entries */
     void (*softmax)(float *x, size_t rows, size_t row_len);
 } fm_kernels;

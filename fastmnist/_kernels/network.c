@@ -182,7 +182,7 @@ static void run_op(const fm_network *net, const fm_op *op, float *dst, const flo
             share(fm_conv2d_padded_h(w), 1, tid, nth, &begin, &end);
             fm_conv2d_pad_f32(ws.padded, src, w, begin, end);
             team_barrier(nth);
-            share(w->out_h * w->out_w, 1, tid, nth, &begin, &end);
+            share(w->out_h, 1, tid, nth, &begin, &end);
             net->kernels->conv2d_padded(dst, ws.padded, op->weights, op->bias, w, begin, end, op->activation,
                                         ws.active);
         } else {
