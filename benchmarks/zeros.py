@@ -4,9 +4,9 @@ fast paths skip. Prints a markdown table.
     python benchmarks/zeros.py [--data DIR] [--images N]
 
 `zero` is the share of a layer's input values that are 0 for one image (what batch 1 skips); `skipped in
-blocks` is the share that is 0 for all 6 images of a block (dense) or all 6 neighbouring output pixels of a
-block (conv2d), which is what a batch skips. (A conv whose row of taps, kernel width x input channels, is narrower than a
-vector is multiplied out in full instead: the CNN's conv1.)
+blocks` is the share that is 0 for all 6 images of a block (dense), or for all pixels of a patch of 3 x 2
+output pixels (conv2d, which skips so at any batch). (A conv whose row of taps, kernel width x input channels,
+is narrower than a vector is multiplied out in full instead: the CNN's conv1.)
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import numpy as np
 
 import fastmnist
 
-BLOCK = 6  # rows (dense) and pixels (conv2d) per block of the fast paths
+BLOCK = 6  # rows per block of the dense fast path
+PATCH = (3, 2)  # output rows and columns per patch of the conv2d fast path
 
 
 def zero_in_blocks_dense(x: np.ndarray) -> float:
@@ -26,14 +27,19 @@ def zero_in_blocks_dense(x: np.ndarray) -> float:
 
 
 def zero_in_blocks_conv(x: np.ndarray, layer: dict) -> float:
-    """x: (n, h, w, c), a stride-1 "same" conv: each block's receptive fields, tap by tap."""
+    """x: (n, h, w, c), a stride-1 "same" conv: each patch's receptive fields, tap by tap, weighted by its
+    pixels (patches at the right and bottom edges may be smaller)."""
     k_h, k_w = layer["kernel_size"]
     n, h, w, c = x.shape
     padded = np.pad(x, ((0, 0), ((k_h - 1) // 2, k_h // 2), ((k_w - 1) // 2, k_w // 2), (0, 0)))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (k_h, k_w), axis=(1, 2)) != 0
-    windows = windows.reshape(n, h * w, -1)
-    pixels = h * w // BLOCK * BLOCK
-    return float(np.mean(~windows[:, :pixels].reshape(n, -1, BLOCK, windows.shape[-1]).any(axis=2)))
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (k_h, k_w), axis=(1, 2)) != 0  # (n, h, w, c, k_h, k_w)
+    skipped = 0
+    for y in range(0, h, PATCH[0]):
+        for x_begin in range(0, w, PATCH[1]):
+            patch = windows[:, y:y + PATCH[0], x_begin:x_begin + PATCH[1]]
+            pixels = patch.shape[1] * patch.shape[2]
+            skipped += pixels * np.sum(~patch.any(axis=(1, 2)))
+    return float(skipped / windows.size)
 
 
 def main() -> None:
