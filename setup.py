@@ -89,7 +89,10 @@ extension = Extension(
 )
 
 setup(
-    packages=find_packages(include=["fastmnist", "fastmnist.*", "gui", "gui.*"]) + ["fastmnist.weights"],
+    # the app (gui/) and the weights (weights/) are mapped into the package in pyproject.toml; _kernels holds
+    # the C sources, installed as data beside the Cython bridge
+    packages=find_packages(include=["fastmnist", "fastmnist.*"]) + ["fastmnist._kernels", "fastmnist.gui",
+                                                                    "fastmnist.weights"],
     ext_modules=cythonize(
         [extension],
         compiler_directives={"language_level": 3, "boundscheck": debug, "wraparound": debug,

@@ -154,9 +154,9 @@ def _predict(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _gui(args: argparse.Namespace, argv: list[str]) -> int:
-    import gui.app
+    from .gui.app import main as run_app
 
-    return gui.app.main(model=args.model)
+    return run_app(model=args.model)
 
 
 def _info(args: argparse.Namespace, argv: list[str]) -> int:

@@ -6,8 +6,8 @@ import sys
 
 from PySide6.QtWidgets import QApplication
 
-from gui import catalog
-from gui.main_window import MainWindow
+from . import catalog
+from .main_window import MainWindow
 
 
 def create_window(model: str | None = None) -> MainWindow:

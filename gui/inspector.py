@@ -7,7 +7,7 @@ import math
 import numpy as np
 from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from gui.tiles import HEAT, TileGrid
+from .tiles import HEAT, TileGrid
 
 # Layers that act on each value independently: a hidden layer is shown after the last of these that
 # follow it, i.e. after its normalisation and activation.

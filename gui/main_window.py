@@ -23,11 +23,11 @@ from PySide6.QtWidgets import (
 import fastmnist
 from fastmnist.images import read_image
 from fastmnist.preprocess import is_blank, to_mnist
-from gui import catalog
-from gui.canvas import Canvas
-from gui.inspector import Inspector
-from gui.model_selector import ModelSelector, describe
-from gui.prediction_view import PredictionView
+from . import catalog
+from .canvas import Canvas
+from .inspector import Inspector
+from .model_selector import ModelSelector, describe
+from .prediction_view import PredictionView
 
 IMAGE_FILTER = "Images (*.png *.jpg *.jpeg *.bmp *.pgm *.ppm *.pbm *.gif *.tif *.tiff *.webp);;All files (*)"
 WEIGHTS_FILTER = "fastmnist weights (*.npz);;All files (*)"

@@ -79,7 +79,7 @@ def as_a_person_draws(strokes, rng: np.random.Generator, sloppy: bool = False):
 
 
 def draw(canvas, strokes, step: float = 0.02) -> None:
-    """Draw `strokes` on `canvas` (a gui.canvas.Canvas) with a mouse press, a move every `step` (normalised
+    """Draw `strokes` on `canvas` (a fastmnist.gui.canvas.Canvas) with a mouse press, a move every `step` (normalised
     canvas units: small for a slow hand, large for a fast one) and a release per stroke."""
     side = min(canvas.width(), canvas.height())
     left, top = (canvas.width() - side) / 2, (canvas.height() - side) / 2

@@ -21,8 +21,8 @@ from PySide6.QtTest import QTest  # noqa: E402
 from PySide6.QtWidgets import QApplication, QLabel  # noqa: E402
 
 from drawing import ALTERNATES, DIGITS, as_a_person_draws, draw  # noqa: E402
-from gui.app import create_window  # noqa: E402
-from gui.canvas import Canvas  # noqa: E402
+from fastmnist.gui.app import create_window  # noqa: E402
+from fastmnist.gui.canvas import Canvas  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -126,18 +126,18 @@ def test_missing_data_is_a_clear_error(tmp_path, capsys):
 
 def test_gui_passes_the_model_to_the_app(monkeypatch):
     calls = []
-    app = types.ModuleType("gui.app")
+    app = types.ModuleType("fastmnist.gui.app")
     app.main = lambda model=None: calls.append(model) or 0
-    package = types.ModuleType("gui")
+    package = types.ModuleType("fastmnist.gui")
     package.app = app
-    monkeypatch.setitem(sys.modules, "gui", package)
-    monkeypatch.setitem(sys.modules, "gui.app", app)
+    monkeypatch.setitem(sys.modules, "fastmnist.gui", package)
+    monkeypatch.setitem(sys.modules, "fastmnist.gui.app", app)
     assert main(["gui", "--model", "mlp300"]) == 0
     assert calls == ["mlp300"]
 
 
 def test_gui_without_qt_is_a_clear_error(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "gui.app", None)  # makes `import gui.app` fail
+    monkeypatch.setitem(sys.modules, "fastmnist.gui.app", None)  # makes `import fastmnist.gui.app` fail
     assert main(["gui"]) == 2
     assert capsys.readouterr().err.startswith("fastmnist gui: a package it needs cannot be imported")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import types
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -20,16 +22,16 @@ from PySide6.QtWidgets import QApplication, QFileDialog, QLabel, QMessageBox, QT
 
 import fastmnist  # noqa: E402
 from fastmnist import format as weights_format  # noqa: E402
+from fastmnist.gui import catalog  # noqa: E402
+from fastmnist.gui.app import create_window  # noqa: E402
+from fastmnist.gui.canvas import PICTURE_SIZE, Canvas  # noqa: E402
+from fastmnist.gui.inspector import shown_layers  # noqa: E402
+from fastmnist.gui.main_window import MainWindow  # noqa: E402
+from fastmnist.gui.model_selector import ModelSelector  # noqa: E402
+from fastmnist.gui.prediction_view import EMPTY_TEXT, ProbabilityBars  # noqa: E402
+from fastmnist.gui.tiles import TileGrid  # noqa: E402
 from fastmnist.images import read_image  # noqa: E402
 from fastmnist.preprocess import to_mnist  # noqa: E402
-from gui import catalog  # noqa: E402
-from gui.app import create_window  # noqa: E402
-from gui.canvas import PICTURE_SIZE, Canvas  # noqa: E402
-from gui.inspector import shown_layers  # noqa: E402
-from gui.main_window import MainWindow  # noqa: E402
-from gui.model_selector import ModelSelector  # noqa: E402
-from gui.prediction_view import EMPTY_TEXT, ProbabilityBars  # noqa: E402
-from gui.tiles import TileGrid  # noqa: E402
 from drawing import DIGITS, draw  # noqa: E402
 
 # Any Qt warning fails a test, except one the offscreen platform always prints for main windows.
@@ -288,6 +290,37 @@ def test_the_app_opens_on_the_cnn_else_on_the_most_accurate_model():
     assert catalog.best({"mlp": model(0.99), "cnn": model(0.98)}) == "cnn"
     assert catalog.best({"a": model(0.97), "b": model(0.985), "c": model(None)}) == "b"
     assert catalog.best({}) is None
+
+
+# A child interpreter starts the app as a user does, with a timer queued before the event loop runs: once the
+# loop starts it prints the titles of the shown windows and quits, and the command's exit status comes back.
+START_THEN_QUIT = """
+import runpy, sys
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+app = QApplication(sys.argv[:1])
+def report_and_quit():
+    print("shown:", [w.windowTitle() for w in app.topLevelWidgets() if w.isVisible()], flush=True)
+    app.quit()
+QTimer.singleShot(0, report_and_quit)
+entry, model = sys.argv[1:]
+if entry == "python -m fastmnist.gui":
+    sys.argv = ["fastmnist.gui", model]
+    runpy.run_module("fastmnist.gui", run_name="__main__", alter_sys=True)
+else:
+    from fastmnist.cli import main
+    sys.exit(main(["gui", "--model", model]))
+"""
+
+
+@pytest.mark.parametrize("entry", ["python -m fastmnist.gui", "fastmnist gui"])
+def test_the_app_starts_from_the_installed_package(small_models, tmp_path, entry):
+    model = small_models["softmax"]
+    result = subprocess.run([sys.executable, "-c", START_THEN_QUIT, entry, model], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"shown: ['fastmnist — {fastmnist.load(model).name}']" in result.stdout, result.stdout + result.stderr
 
 
 def test_opening_an_image_file_classifies_it(qtbot, window, canvas, tmp_path):
