@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .training import MODEL_NAMES
+from .training import DEVICES, MODEL_NAMES
 
 DEFAULT_MODEL = "cnn"
 EXIT_ERROR = 2
@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="TensorBoard log folder (default: runs/MODEL-<UTC time>/logs); the Keras model "
                        "is saved in its parent folder")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    train.add_argument("--device", choices=DEVICES, default="auto",
+                       help="auto (default): TensorFlow's first GPU if it sees one, else the CPU; cpu: hide the "
+                       "GPUs from TensorFlow; gpu: refuse to run without one")
     train.set_defaults(run=_train)
 
     export = commands.add_parser(
@@ -101,7 +104,7 @@ def _train(args: argparse.Namespace, argv: list[str]) -> int:
     from .training.train import train
 
     train(args.model, epochs=args.epochs, batch_size=args.batch_size, data=args.data, out=args.out,
-          logdir=args.logdir, seed=args.seed, command=shlex.join(["fastmnist", *argv]))
+          logdir=args.logdir, seed=args.seed, command=shlex.join(["fastmnist", *argv]), device=args.device)
     return 0
 
 

@@ -194,6 +194,51 @@ def test_train_then_export_then_eval(tmp_path, capsys):
     assert f"test accuracy {spec['metadata']['test_accuracy']:.2%}" in capsys.readouterr().out
 
 
+def test_train_on_the_cpu_hides_the_gpus_and_says_so(tmp_path):
+    pytest.importorskip("tensorflow", reason=NEEDS_TF)
+    labels = np.arange(20, dtype=np.uint8) % 10
+    write_band_dataset(tmp_path / "data", labels, labels)
+    weights = tmp_path / "softmax.npz"
+    # A fresh interpreter: the GPUs must be hidden before TensorFlow initialises them, which this one did.
+    result = subprocess.run(
+        [sys.executable, "-m", "fastmnist", "train", "softmax", "--device", "cpu", "--epochs", "1",
+         "--batch-size", "8", "--data", str(tmp_path / "data"), "--out", str(weights), "--logdir",
+         str(tmp_path / "run" / "logs")], cwd=tmp_path, env=CHILD_ENV, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    device_line = next(line for line in result.stdout.splitlines() if line.startswith("training 'softmax' on "))
+    assert device_line.startswith(f"training 'softmax' on CPU ({os.cpu_count()} cores; ")
+    spec, _ = weights_format.read(weights)
+    assert device_line == f"training 'softmax' on {spec['metadata']['training_device']}"
+
+
+def test_device_cpu_hides_every_gpu_from_tensorflow(monkeypatch):
+    tf = pytest.importorskip("tensorflow", reason=NEEDS_TF)
+    from fastmnist.training import device
+
+    hidden = []
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["GPU:0", "GPU:1"])
+    monkeypatch.setattr(tf.config, "set_visible_devices", lambda devices, kind=None: hidden.append((devices, kind)))
+    monkeypatch.setattr(tf.config, "get_visible_devices", lambda kind=None: [])
+    assert device.select_device("cpu") == f"CPU ({os.cpu_count()} cores; 2 GPU(s) hidden by --device cpu)"
+    assert hidden == [([], "GPU")]
+
+
+def test_device_gpu_without_a_gpu_is_a_clear_error(monkeypatch, tmp_path, capsys):
+    tf = pytest.importorskip("tensorflow", reason=NEEDS_TF)
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    assert main(["train", "softmax", "--device", "gpu", "--data", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("fastmnist train: --device gpu: TensorFlow sees no GPU") and "fastmnist[train-gpu]" in error
+
+
+def test_device_must_be_auto_cpu_or_gpu(capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(["train", "softmax", "--device", "tpu"])
+    assert raised.value.code == 2
+    error = capsys.readouterr().err
+    assert "argument --device: invalid choice: 'tpu'" in error and "auto" in error and "gpu" in error
+
+
 def test_export_refuses_an_unsupported_model(tmp_path, capsys):
     keras = pytest.importorskip("keras", reason=NEEDS_TF)
     model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(10, activation="sigmoid", name="out")])

@@ -15,6 +15,7 @@ import tensorflow as tf
 from ..datasets import load_mnist
 from ..export import export_keras
 from . import pipeline
+from .device import select_device
 from .models import RECIPES
 
 EVAL_BATCH_SIZE = 1000
@@ -40,6 +41,7 @@ def train(
     logdir: str | os.PathLike | None = None,
     seed: int = 0,
     command: str | None = None,
+    device: str = "auto",
 ) -> TrainingResult:
     """Train the named model on MNIST and export it.
 
@@ -47,7 +49,8 @@ def train(
     the weights file (default ``weights/<model_name>.npz``); logdir the TensorBoard folder (default
     ``runs/<model_name>-<UTC time>/logs``). The Keras model is saved as ``<model_name>.keras`` in the run
     folder (the parent of logdir), never beside the shipped weights, with the training record (the
-    metadata: accuracy, epochs, seed, command) as ``<model_name>.json`` beside it.
+    metadata: accuracy, epochs, seed, command) as ``<model_name>.json`` beside it. device is one of
+    ``DEVICES`` (see ``device.select_device``); the run prints what it trains on and records it.
     """
     if model_name not in RECIPES:
         raise ValueError(f"unknown model '{model_name}', expected one of {', '.join(RECIPES)}")
@@ -60,9 +63,10 @@ def train(
     logdir = Path(logdir) if logdir is not None else Path("runs") / f"{model_name}-{stamp}" / "logs"
     out = Path(out) if out is not None else Path("weights") / f"{model_name}.npz"
 
+    training_device = select_device(device)  # first: TensorFlow must not have initialised its devices yet
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
-    print(f"training '{model_name}' on {_device_description()}", flush=True)
+    print(f"training '{model_name}' on {training_device}", flush=True)
 
     (x_train, y_train), (x_test, y_test) = load_mnist(data)
     train_images, test_images = pipeline.to_model_input(x_train), pipeline.to_model_input(x_test)
@@ -104,7 +108,7 @@ def train(
         "batch_size": batch_size,
         "seed": seed,
         "fit_seconds": round(fit_seconds, 1),
-        "training_device": _device_description(),
+        "training_device": training_device,
     }
     if command is not None:
         metadata["training_command"] = command
@@ -114,9 +118,3 @@ def train(
     print(f"weights exported to {out} (parity with Keras checked on {len(x_test)} test images)", flush=True)
     return TrainingResult(float(test_accuracy), keras_path, out, fit_seconds)
 
-
-def _device_description() -> str:
-    gpus = tf.config.list_logical_devices("GPU")
-    if gpus:
-        return f"GPU {gpus[0].name}"
-    return f"CPU ({os.cpu_count()} cores; TensorFlow sees no GPU)"
