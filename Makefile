@@ -1,9 +1,10 @@
 # One command each, on a fresh machine (Python 3.10+ with venv, a C compiler):
 #   make app    set up and run the drawing app on the shipped weights
 #   make test   set up and run the test suite (against the installed package, as users get it)
-#   make bench  set up and run the benchmark
+#   make bench  set up and run the benchmark (make bench BENCH_ARGS=--quick: a smoke run)
 VENV := .venv
 PYTHON := $(VENV)/bin/python
+BENCH_ARGS :=
 # Qt's own libraries come with PySide6; these system ones it loads too (Debian/Ubuntu names). The tests run
 # Qt offscreen and need the first set; the app's window needs the X11 ones as well.
 QT_TEST_LIBS := libgl1 libegl1 libfontconfig1 libdbus-1-3 libglib2.0-0 libxkbcommon0
@@ -39,7 +40,7 @@ test: $(PYTHON)
 
 bench: $(PYTHON)
 	$(PYTHON) -m pip install --quiet '.[bench]'
-	$(PYTHON) benchmarks/bench.py
+	$(PYTHON) benchmarks/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info fastmnist/_engine.c fastmnist/*.so

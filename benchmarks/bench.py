@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # run from a checkout without installing
+# fastmnist is the installed package (a checkout has no compiled engine); the tests' model writer is borrowed
+# from tests/, searched after everything installed so that nothing there can shadow a package
+sys.path.append(str(ROOT / "tests"))
 
 import fastmnist  # noqa: E402
 from memory import peak_mb  # noqa: E402
