@@ -25,6 +25,8 @@
 #include "maxpool2d.h"
 #include "zeropad2d.h"
 
+_Static_assert(FM_BIAS_ALIGN % FM_DEPTHWISE_CHANNEL_ALIGN == 0, "depthwise fast paths load whole padded biases");
+
 #define MAX_TILE 64
 #define TILE_BUDGET_VALUES (256 * 1024)   /* one vector-stage buffer of a tile: about 1 MB */
 /* Below these a second thread costs more (waking it, a barrier per op) than it saves. Weights count on their
