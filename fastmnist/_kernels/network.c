@@ -185,7 +185,7 @@ static void run_elementwise(const fm_network *net, const fm_op *op, float *dst, 
         net->kernels->activation(dst + begin * channels, (end - begin) * channels, op->activation);
 }
 
-/* One op on `images` images (always 1 for conv2d and maxpool2d), split across the team. */
+/* One op on `images` images (always 1 for the ops that take an image), split across the team. */
 static void run_op(const fm_network *net, const fm_op *op, float *dst, const float *src, size_t images,
                    workspace ws, int tid, int nth)
 {
