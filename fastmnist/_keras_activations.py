@@ -1,7 +1,7 @@
 """Keras activations (functions given as ``activation=`` and activation layers) as the format's activations.
 
-An activation in the format is a name, or an object with the name and its parameters (docs/FORMAT.md); this
-module returns the name when every parameter has the format's default, so files stay easy to read.
+An activation in the format is a name, or an object with the name and the parameters that differ from the
+format's defaults (docs/FORMAT.md; `fastmnist.layers.ActivationSpec` writes it).
 Keras must be importable when these functions are called.
 """
 
@@ -12,6 +12,7 @@ import math
 from typing import Any
 
 from .errors import ExportError
+from .layers import ActivationSpec
 
 Activation = str | dict[str, Any]  # the format's JSON form
 
@@ -35,20 +36,12 @@ _WITH_ARGUMENTS = {
     "gelu": ("gelu", {"approximate": "approximate"}),
     "softmax": ("softmax", {"axis": "axis"}),
 }
-_DEFAULTS = {"max_value": None, "negative_slope": 0.0, "threshold": 0.0, "alpha": 1.0, "approximate": False}
 SUPPORTED_FUNCTIONS = (*_FIXED, *_WITH_ARGUMENTS, "swish")
 
 
 def format_activation(name: str, **params: Any) -> Activation:
     """The format's JSON for activation ``name``: the bare name unless a parameter differs from its default."""
-    if name == "hard_sigmoid":
-        return {"name": name, **params}  # the format's defaults are the classic 0.2 / 0.5, not Keras 3's
-    changed = {key: value for key, value in params.items() if value != _DEFAULTS[key]}
-    return {"name": name, **changed} if changed else name
-
-
-def activation_name(activation: Activation) -> str:
-    return activation if isinstance(activation, str) else activation["name"]
+    return ActivationSpec(name, tuple(params.items())).to_json()
 
 
 def from_function(layer: Any, function: Any, rank: int) -> Activation:

@@ -317,7 +317,7 @@ def spread_conv(filters: int = 4, size: int = 3, **options) -> layers.Conv2D:
 ACTIVATION_FUNCTIONS = {
     "tanh": ("tanh", "tanh"),
     "sigmoid": ("sigmoid", "sigmoid"),
-    "hard_sigmoid": ("hard_sigmoid", {"name": "hard_sigmoid", "alpha": 1 / 6, "beta": 0.5}),
+    "hard_sigmoid": ("hard_sigmoid", {"name": "hard_sigmoid", "alpha": 1 / 6}),  # beta 0.5 is the default
     "leaky_relu": ("leaky_relu", {"name": "relu", "negative_slope": 0.2}),
     "relu6": ("relu6", {"name": "relu", "max_value": 6.0}),
     "elu": ("elu", "elu"),
