@@ -23,8 +23,8 @@ from .spec import INPUT_SHAPES
 
 CLASSES = tuple(str(digit) for digit in range(10))
 # Keras layers that are the identity at inference (their training-time noise or penalty is off).
-IDENTITY_LAYERS = ("Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "AlphaDropout",
-                   "GaussianNoise", "GaussianDropout", "ActivityRegularization")
+IDENTITY_LAYERS = ("Dropout", "SpatialDropout2D", "AlphaDropout", "GaussianNoise", "GaussianDropout",
+                   "ActivityRegularization")
 INPUT_LAYERS = ("Rescaling", "Normalization", "Reshape")
 SUPPORTED_LAYERS = (
     "InputLayer, Rescaling, Normalization and Reshape at the input; Dense, Conv2D, DepthwiseConv2D, "

@@ -398,7 +398,7 @@ LAYER_CASES = {
                                                     layers.BatchNormalization(), layers.ReLU()),
     "identities": lambda: image_model(
         layers.GaussianNoise(0.5), spread_conv(), layers.SpatialDropout2D(0.5), layers.GaussianDropout(0.5),
-        layers.ActivityRegularization(l1=0.1), layers.Dropout(0.5)),
+        layers.ActivityRegularization(l1=0.1), layers.AlphaDropout(0.5), layers.Dropout(0.5)),
     "reshape_to_vector": lambda: image_model(spread_conv(), layers.Reshape((-1,)), layers.Dense(10), head=False),
     "logits_after_pool": lambda: image_model(spread_conv(10), layers.GlobalMaxPooling2D(), head=False),
     "logits_after_batchnorm": lambda: keras.Sequential([keras.Input((784,)), wide(16, activation="relu"),
@@ -429,7 +429,8 @@ def test_separable_conv_is_depthwise_then_pointwise():
 
 def test_identities_are_dropped_and_keepdims_pool_is_a_vector():
     model = image_model(layers.GaussianNoise(0.5), layers.Conv2D(4, 3), layers.SpatialDropout2D(0.5),
-                        layers.GaussianDropout(0.5), layers.ActivityRegularization(), layers.Dropout(0.5),
+                        layers.GaussianDropout(0.5), layers.ActivityRegularization(), layers.AlphaDropout(0.2),
+                        layers.Dropout(0.5),
                         layers.GlobalAveragePooling2D(keepdims=True))
     assert [layer["type"] for layer in convert_keras(model).spec["layers"]] == [
         "conv2d", "global_avgpool2d", "flatten", "dense"]
