@@ -94,6 +94,9 @@ def convert_keras(model: Any, *, input_max: float | None = None) -> KerasConvers
         kind = _kind(layer)
         if layer.compute_dtype != "float32":
             raise ExportError(f"layer '{layer.name}' ({kind}) computes in {layer.compute_dtype}, expected float32")
+        if getattr(layer, "quantization_mode", None) is not None:
+            raise ExportError(f"layer '{layer.name}' ({kind}) is quantized ({layer.quantization_mode}), expected "
+                              "float32 weights: export the model before keras.Model.quantize")
         output_shape = tuple(layer.compute_output_shape((None, *shape)))[1:]
         if kind in IDENTITY_LAYERS:
             shape = output_shape

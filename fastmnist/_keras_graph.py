@@ -36,6 +36,7 @@ def layer_chain(model: Any) -> list[Any]:
 
 
 def _functional_chain(model: Any) -> list[Any]:
+    # Keras has no public API for a Functional model's graph; these are the node attributes Keras 3 builds it from.
     nodes = [node for depth in sorted(model._nodes_by_depth, reverse=True) for node in model._nodes_by_depth[depth]]
     uses = Counter(id(node.operation) for node in nodes)
     consumers: dict[int, list[Any]] = {}

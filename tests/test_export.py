@@ -596,6 +596,11 @@ def dense_after(*middle: keras.layers.Layer, input_shape=(784,), activation="sof
     return keras.Sequential([keras.Input(input_shape), *middle, layers.Dense(10, activation=activation, name="out")])
 
 
+def quantized(model: keras.Model) -> keras.Model:
+    model.quantize("int8")
+    return model
+
+
 UNSUPPORTED = {
     "branching": (branching_model,
                   r"model 'branching' branches: the output of layer 'trunk' \(Conv2D\) feeds 2 layers \('left', "
@@ -665,6 +670,8 @@ UNSUPPORTED = {
                        r"layer 'd' \(Dense\) gets a rank-3 input .*put a Flatten before it"),
     "float16": (lambda: dense_after(layers.Dense(8, dtype="mixed_float16", name="half")),
                 r"layer 'half' \(Dense\) computes in float16, expected float32"),
+    "quantized": (lambda: quantized(dense_after(layers.Dense(8, name="q"))),
+                  r"layer 'q' \(Dense\) is quantized \(int8\), expected float32 weights"),
     "sigmoid_output": (lambda: dense_after(activation="sigmoid"),
                        r"the last layer 'out' uses activation 'sigmoid', which does not give probabilities"),
     "relu_output": (lambda: dense_after(activation="relu"), r"the last layer 'out' uses activation 'relu'"),
