@@ -1,12 +1,14 @@
 """The Keras exporter: every supported layer and setting reproduces Keras, and everything else is refused by name.
 
-Each converted model is checked twice: against the NumPy reference (`fastmnist.reference`, float64, so a wrong
-conversion cannot hide behind the engine) and, through `export_keras`, against the engine.
+Each converted model is checked against the NumPy reference (`fastmnist.reference`, float64, so a wrong
+conversion cannot hide behind the engine) and against the engine; whole models also through `export_keras`.
 """
 
 from __future__ import annotations
 
 import functools
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,20 +51,20 @@ def with_random_batchnorm_statistics(model: keras.Model, seed: int = 0) -> keras
     return model
 
 
-def reference_probabilities(model: keras.Model, images: np.ndarray, **options) -> np.ndarray:
-    """What the format's NumPy reference computes for ``model`` as converted (arrays stored as float32)."""
-    conversion = convert_keras(model, **options)
-    arrays = {name: value.astype(np.float32) for name, value in conversion.arrays.items()}
-    return reference.forward(spec.parse(conversion.spec, arrays, model.name), images)
-
-
 def assert_conversion_matches_keras(model: keras.Model, images: np.ndarray | None = None, **options) -> None:
+    """The converted model, run by the NumPy reference (float64) and by the engine, gives Keras' probabilities."""
     images = random_images(32) if images is None else images
-    keras_probabilities = convert_keras(model, **options).keras_probabilities(images)
-    np.testing.assert_allclose(reference_probabilities(model, images, **options), keras_probabilities,
-                               rtol=0, atol=CONVERSION_ATOL)
+    conversion = convert_keras(model, **options)
+    keras_probabilities = conversion.keras_probabilities(images)
     # The probabilities must not all be one-hot, or the comparison would prove little.
     assert keras_probabilities.max(axis=1).min() < 0.99
+    arrays = {name: value.astype(np.float32) for name, value in conversion.arrays.items()}
+    reference_probabilities = reference.forward(spec.parse(conversion.spec, arrays, model.name), images)
+    np.testing.assert_allclose(reference_probabilities, keras_probabilities, rtol=0, atol=CONVERSION_ATOL)
+    with tempfile.TemporaryDirectory() as folder:
+        path = weights_format.save(Path(folder) / "model.npz", conversion.spec, arrays)
+        engine_probabilities = load(path).predict_proba(images)
+    np.testing.assert_allclose(engine_probabilities, keras_probabilities, rtol=0, atol=REFERENCE_ATOL)
 
 
 # ---------------------------------------------------------------------------------------------------------------
