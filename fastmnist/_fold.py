@@ -1,5 +1,6 @@
 """Folding on the format's layer list, for converters: one place for every exact simplification.
 
+- a zeropad2d right before a conv2d / depthwise_conv2d with "valid" padding becomes that layer's explicit pads;
 - a BatchNorm right after a linear dense / conv2d / depthwise_conv2d is folded into its kernel and bias;
 - an activation layer right after a linear one of those becomes its fused activation;
 - the affine map of the pixels that the source model's preprocessing applies is folded into the first
@@ -29,13 +30,18 @@ def activation_name(layer: Layer) -> str:
     return activation if isinstance(activation, str) else activation["name"]
 
 
-def fold_batchnorm_and_activations(layers: list[Layer], arrays: dict[str, np.ndarray]) -> list[Layer]:
-    """``layers`` with each BatchNorm and activation layer folded into a linear producer right before it."""
+def fold_layers(layers: list[Layer], arrays: dict[str, np.ndarray]) -> list[Layer]:
+    """``layers`` with zero padding folded into the convolution after it, and each BatchNorm and activation layer
+    folded into a linear producer right before it."""
     folded: list[Layer] = []
     for layer in layers:
         previous = folded[-1] if folded else None
         producer = previous is not None and previous["type"] in FUSABLE and activation_name(previous) == "linear"
-        if producer and layer["type"] == "batchnorm":
+        if (previous is not None and previous["type"] == "zeropad2d" and layer["type"] in ("conv2d", "depthwise_conv2d")
+                and layer["padding"] == "valid"):
+            # A convolution over zero-padded values is the convolution with those pads (the format pads with 0).
+            folded[-1] = {**layer, "padding": previous["padding"]}
+        elif producer and layer["type"] == "batchnorm":
             _fold_batchnorm(previous, layer, arrays)
         elif producer and layer["type"] == "activation":
             previous["activation"] = layer["activation"]  # computed in the producing kernel's epilogue

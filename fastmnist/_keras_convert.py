@@ -3,7 +3,8 @@
 `convert_keras` walks the model's chain of layers once. The leading preprocessing layers (Rescaling,
 Normalization, a Reshape between the input shapes) become one affine map of the pixels; every other layer
 becomes zero or more format layers (identities at inference become none, SeparableConv2D becomes two). The
-folding (BatchNorm, activations, the input map, the output softmax) is then done on that list by `_fold`.
+folding (zero padding, BatchNorm, activations, the input map, the output softmax) is then done on that list by
+`_fold`.
 Keras must be importable when these functions are called.
 """
 
@@ -123,7 +124,7 @@ def convert_keras(model: Any, *, input_max: float | None = None) -> KerasConvers
         applied.append(layer)
         shape = output_shape
 
-    entries = _fold.fold_batchnorm_and_activations(entries, arrays)
+    entries = _fold.fold_layers(entries, arrays)
     input_range = _fold.fold_input_map(entries, arrays, input_shape, pixels.scale, pixels.offset)
     output = _fold.finish_with_softmax(entries, model.name)
     spec = {

@@ -383,6 +383,11 @@ LAYER_CASES = {
     "global_avgpool_keepdims": lambda: image_model(spread_conv(6), layers.GlobalAveragePooling2D(keepdims=True)),
     "zeropad": lambda: image_model(layers.ZeroPadding2D(((2, 0), (1, 3))), spread_conv()),
     "zeropad_after_conv": lambda: image_model(spread_conv(), layers.ZeroPadding2D(2), spread_conv(3)),
+    "zeropad_before_same_conv": lambda: image_model(spread_conv(), layers.ZeroPadding2D((0, 1)),
+                                                    spread_conv(3, padding="same")),
+    "zeropad_before_pool": lambda: image_model(spread_conv(), layers.ZeroPadding2D(1), layers.MaxPooling2D(3)),
+    "zeropad_before_depthwise": lambda: image_model(spread_conv(), layers.ZeroPadding2D(((1, 0), (0, 2))),
+                                                    layers.DepthwiseConv2D(3, strides=2, depth_multiplier=2)),
     "depthwise": lambda: image_model(spread_conv(), layers.DepthwiseConv2D(3, activation="relu")),
     "depthwise_multiplier": lambda: image_model(spread_conv(3), layers.DepthwiseConv2D(
         (3, 2), strides=(2, 1), padding="same", depth_multiplier=4, use_bias=False)),
@@ -427,6 +432,18 @@ def test_separable_conv_is_depthwise_then_pointwise():
                          "strides": [1, 1], "padding": "valid", "activation": "relu", "use_bias": True}
     assert conversion.arrays["sep.depthwise/kernel"].shape == (3, 3, 1, 2)
     assert conversion.arrays["sep.pointwise/kernel"].shape == (1, 1, 2, 5)
+
+
+def test_zero_padding_folds_into_a_valid_convolution_only():
+    model = image_model(layers.ZeroPadding2D(((1, 2), (0, 3))), layers.Conv2D(4, 3, name="conv"),
+                        layers.ZeroPadding2D(1, name="before_pool"), layers.MaxPooling2D(2),
+                        layers.ZeroPadding2D(1, name="before_same"), layers.Conv2D(4, 3, padding="same"))
+    conversion_layers = convert_keras(model).spec["layers"]
+    assert [layer["type"] for layer in conversion_layers] == [
+        "conv2d", "zeropad2d", "maxpool2d", "zeropad2d", "conv2d", "flatten", "dense"]
+    assert conversion_layers[0]["name"] == "conv" and conversion_layers[0]["padding"] == [[1, 2], [0, 3]]
+    assert conversion_layers[1] == {"type": "zeropad2d", "name": "before_pool", "padding": [[1, 1], [1, 1]]}
+    assert conversion_layers[4]["padding"] == "same"
 
 
 def test_identities_are_dropped_and_keepdims_pool_is_a_vector():
