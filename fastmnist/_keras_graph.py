@@ -20,6 +20,9 @@ def layer_chain(model: Any) -> list[Any]:
     if not isinstance(model, keras.Model):
         raise ExportError(f"'{getattr(model, 'name', model)}' is a {type(model).__name__}, expected a keras.Model "
                           "(Sequential or Functional)")
+    if not isinstance(model, keras.Sequential) and not hasattr(model, "_nodes_by_depth"):
+        raise ExportError(f"model '{model.name}' is a subclassed keras.Model ({type(model).__name__}), whose layers "
+                          "are only known to its Python call(); expected a Sequential or Functional model")
     if not model.built or not model.inputs:
         raise ExportError(f"model '{model.name}' has no input shape; start it with keras.Input((28, 28, 1))")
     if len(model.inputs) != 1 or len(model.outputs) != 1:
@@ -36,6 +39,8 @@ def layer_chain(model: Any) -> list[Any]:
 
 
 def _functional_chain(model: Any) -> list[Any]:
+    import keras
+
     # Keras has no public API for a Functional model's graph; these are the node attributes Keras 3 builds it from.
     nodes = [node for depth in sorted(model._nodes_by_depth, reverse=True) for node in model._nodes_by_depth[depth]]
     uses = Counter(id(node.operation) for node in nodes)
@@ -45,6 +50,11 @@ def _functional_chain(model: Any) -> list[Any]:
             consumers.setdefault(id(tensor), []).append(node.operation)
     for node in nodes:
         layer = node.operation
+        if not isinstance(layer, keras.layers.Layer):
+            raise ExportError(
+                f"model '{model.name}' applies the operation '{layer.name}' ({type(layer).__name__}) outside any "
+                "layer; the format is made of Keras layers: write it as one (x / 255 as keras.layers.Rescaling)"
+            )
         if uses[id(layer)] > 1:
             raise ExportError(f"layer '{layer.name}' ({type(layer).__name__}) is applied {uses[id(layer)]} times in "
                               f"model '{model.name}'; the format needs each layer used once, in a chain")

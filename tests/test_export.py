@@ -595,6 +595,26 @@ def shared_layer_model() -> keras.Model:
     return keras.Model(inputs, layers.Dense(10, activation="softmax")(shared(shared(inputs))), name="shared_use")
 
 
+def bare_operation_model() -> keras.Model:
+    inputs = keras.Input((784,))
+    return keras.Model(inputs, layers.Dense(10, activation="softmax")(inputs / 255.0), name="bare_operation")
+
+
+class Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__(name="subclassed")
+        self.dense = layers.Dense(10, activation="softmax")
+
+    def call(self, x):
+        return self.dense(x)
+
+
+def subclassed_model() -> keras.Model:
+    model = Subclassed()
+    model(np.zeros((1, 784), np.float32))
+    return model
+
+
 def two_input_model() -> keras.Model:
     first, second = keras.Input((784,)), keras.Input((784,))
     x = layers.Concatenate()([first, second])
@@ -626,6 +646,10 @@ UNSUPPORTED = {
                   r"'right'\)"),
     "residual": (residual_model, r"the output of layer 'input_layer.*' \(InputLayer\) feeds 2 layers"),
     "shared_layer": (shared_layer_model, r"layer 'shared' \(Dense\) is applied 2 times in model 'shared_use'"),
+    "bare_operation": (bare_operation_model, r"model 'bare_operation' applies the operation 'true_divide' "
+                       r"\(TrueDivide\) outside any layer;.*keras.layers.Rescaling"),
+    "subclassed": (subclassed_model, r"model 'subclassed' is a subclassed keras.Model \(Subclassed\).*expected a "
+                   r"Sequential or Functional model"),
     "two_inputs": (two_input_model, r"model 'two_inputs' has 2 inputs and 1 outputs, expected one of each"),
     "two_outputs": (two_output_model, r"model 'two_outputs' has 1 inputs and 2 outputs, expected one of each"),
     "not_a_model": (lambda: layers.Dense(10, name="lonely"), r"'lonely' is a Dense, expected a keras.Model"),
