@@ -8,6 +8,7 @@ Keras must be importable when these functions are called.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from typing import Any
 
@@ -28,15 +29,16 @@ _FIXED = {
     "silu": ("silu", {}),
     "softplus": ("softplus", {}),
 }
-# Keras activation functions with keyword arguments: name -> (format name, {keras keyword: format parameter}).
+# Keras activation functions with keyword arguments -> the keywords the format can express.
 _WITH_ARGUMENTS = {
-    "relu": ("relu", {"negative_slope": "negative_slope", "max_value": "max_value", "threshold": "threshold"}),
-    "leaky_relu": ("relu", {"negative_slope": "negative_slope"}),
-    "elu": ("elu", {"alpha": "alpha"}),
-    "gelu": ("gelu", {"approximate": "approximate"}),
-    "softmax": ("softmax", {"axis": "axis"}),
+    "relu": ("negative_slope", "max_value", "threshold"),
+    "leaky_relu": ("negative_slope",),
+    "elu": ("alpha",),
+    "gelu": ("approximate",),
+    "softmax": ("axis",),
 }
 SUPPORTED_FUNCTIONS = (*_FIXED, *_WITH_ARGUMENTS, "swish")
+ACTIVATION_LAYERS = ("Activation", "ReLU", "LeakyReLU", "ELU", "Softmax")
 
 
 def format_activation(name: str, **params: Any) -> Activation:
@@ -63,27 +65,28 @@ def from_function(layer: Any, function: Any, rank: int) -> Activation:
             f"support; supported: the keras.activations {', '.join(SUPPORTED_FUNCTIONS)} (also as "
             "functools.partial with keyword arguments)"
         )
-    if name in _FIXED:
-        if keywords:
-            raise ExportError(f"layer '{layer.name}' ({type(layer).__name__}) passes {sorted(keywords)} to "
-                              f"activation '{name}', which takes none")
-        format_name, params = _FIXED[name]
-        return format_activation(format_name, **params)
-    format_name, known = _WITH_ARGUMENTS[name]
+    known = _WITH_ARGUMENTS.get(name, ())
     unknown = sorted(set(keywords) - set(known))
     if unknown:
         raise ExportError(f"layer '{layer.name}' ({type(layer).__name__}) passes {unknown} to activation "
-                          f"'{name}', expected only {', '.join(known)}")
-    defaults = {"leaky_relu": {"negative_slope": 0.2}}.get(name, {})
-    values = {**defaults, **keywords}
-    if format_name == "softmax":
-        _check_softmax_axis(layer, values.get("axis", -1), rank)
+                          f"'{name}', expected {', '.join(known) if known else 'none'}")
+    if name in _FIXED:
+        format_name, params = _FIXED[name]
+        return format_activation(format_name, **params)
+    # Keras' own defaults (leaky_relu's slope is 0.2, ...) for the keywords not given.
+    values = {key: parameter.default for key, parameter in inspect.signature(function).parameters.items()
+              if key in known}
+    values.update(keywords)
+    if name == "softmax":
+        _check_softmax_axis(layer, values["axis"], rank)
         return "softmax"
-    if format_name == "relu":
-        return relu(layer, values.get("max_value"), values.get("negative_slope", 0.0), values.get("threshold", 0.0))
-    if format_name == "elu":
-        return elu(layer, values.get("alpha", 1.0))
-    return format_activation("gelu", approximate=bool(values.get("approximate", False)))
+    if name == "relu":
+        return relu(layer, values["max_value"], values["negative_slope"], values["threshold"])
+    if name == "leaky_relu":
+        return relu(layer, None, values["negative_slope"], 0.0)
+    if name == "elu":
+        return elu(layer, values["alpha"])
+    return format_activation("gelu", approximate=bool(values["approximate"]))
 
 
 def from_layer(layer: Any, rank: int) -> Activation:
@@ -105,19 +108,17 @@ def from_layer(layer: Any, rank: int) -> Activation:
     raise TypeError(f"{kind.__name__} is not an activation layer")
 
 
-ACTIVATION_LAYERS = ("Activation", "ReLU", "LeakyReLU", "ELU", "Softmax")
-
-
 def relu(layer: Any, max_value: Any, negative_slope: Any, threshold: Any) -> Activation:
     values = {"max_value": None if max_value is None else float(max_value),
               "negative_slope": float(negative_slope), "threshold": float(threshold)}
     # Keras refuses negative values in the ReLU layer; its relu function accepts them but then clips
     # inconsistently (a negative threshold with a max_value zeroes what the threshold let through).
     negative = [key for key, value in values.items() if value is not None and not value >= 0.0]
-    if negative or (values["max_value"] is not None and not math.isfinite(values["max_value"])):
+    cap = values["max_value"]
+    if negative or (cap is not None and not (math.isfinite(cap) and cap >= values["threshold"])):
         raise ExportError(
             f"layer '{layer.name}' ({type(layer).__name__}) has relu settings {values}, which the format does not "
-            "support; expected a finite max_value >= 0 (or None), negative_slope >= 0 and threshold >= 0"
+            "support; expected negative_slope >= 0, threshold >= 0 and a finite max_value >= threshold (or None)"
         )
     return format_activation("relu", **values)
 

@@ -685,10 +685,14 @@ UNSUPPORTED = {
     "log_softmax_layer": (lambda: dense_after(layers.Dense(8), layers.Activation("log_softmax", name="a")),
                           r"layer 'a' \(Activation\) uses activation 'log_softmax'"),
     "partial_unknown_keyword": (lambda: dense_after(layers.Dense(8, activation=functools.partial(
-        keras.activations.elu, beta=2.0), name="d")), r"layer 'd' \(Dense\) passes \['beta'\] to activation 'elu'"),
+        keras.activations.elu, beta=2.0), name="d")), r"layer 'd' \(Dense\) passes \['beta'\] to activation 'elu', expected alpha"),
+    "partial_keyword_to_tanh": (lambda: dense_after(layers.Dense(8, activation=functools.partial(
+        keras.activations.tanh, alpha=2.0), name="d")), r"passes \['alpha'\] to activation 'tanh', expected none"),
     "negative_threshold": (lambda: dense_after(layers.Dense(8, activation=functools.partial(
         keras.activations.relu, threshold=-1.0), name="d")), r"layer 'd' \(Dense\) has relu settings .*threshold "
         r">= 0"),
+    "cap_below_threshold": (lambda: dense_after(layers.Dense(8), layers.ReLU(max_value=0.5, threshold=1.0, name="r")),
+                            r"layer 'r' \(ReLU\) has relu settings .*a finite max_value >= threshold"),
     "softmax_axis": (lambda: image_model(layers.Conv2D(4, 3), layers.Softmax(axis=1, name="s")),
                      r"layer 's' \(Softmax\) takes the softmax over axis 1.*expected the last axis"),
     "dilation": (lambda: image_model(layers.Conv2D(4, 3, dilation_rate=2, name="c")),
