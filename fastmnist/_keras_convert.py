@@ -279,7 +279,7 @@ def _append(layer: Any, shape: tuple[int, ...], entries: list[dict[str, Any]], a
         entries.append({"type": "zeropad2d", "name": layer.name,
                         "padding": [[int(top), int(bottom)], [int(left), int(right)]]})
     elif kind == "Flatten":
-        if rank == 3:
+        if rank >= 2:  # channels_first moves axis 1 last before flattening, even for a (28, 28) input
             _check_setting(layer, "data_format", layer.data_format, ("channels_last",))
         entries.append({"type": "flatten", "name": layer.name})
     elif kind == "BatchNormalization":

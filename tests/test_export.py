@@ -710,6 +710,9 @@ UNSUPPORTED = {
     "keepdims_without_flatten": (lambda: image_model(layers.Conv2D(4, 3), layers.GlobalMaxPooling2D(
         keepdims=True, name="g"), layers.Conv2D(10, 1), layers.Flatten(), layers.Softmax(), head=False),
         r"layer 'g' \(GlobalMaxPooling2D\) has keepdims=True and is followed by layer 'conv2d.*' \(Conv2D\)"),
+    "flatten_channels_first": (lambda: dense_after(layers.Flatten(data_format="channels_first", name="f"),
+                                                   input_shape=(28, 28)),
+                               r"layer 'f' \(Flatten\) has data_format='channels_first'"),
     "batchnorm_axis": (lambda: image_model(layers.Conv2D(4, 3), layers.BatchNormalization(axis=1, name="bn")),
                        r"layer 'bn' \(BatchNormalization\) normalises axis 1, expected the last axis"),
     "dense_on_image": (lambda: keras.Sequential([keras.Input((28, 28, 1)), layers.Dense(10, name="d"),
