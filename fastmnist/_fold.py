@@ -122,6 +122,7 @@ def finish_with_softmax(layers: list[Layer], model_name: str) -> str:
         last["activation"] = SOFTMAX
     else:
         names = {layer["name"] for layer in layers}
-        name = next(f"softmax{suffix}" for suffix in ("", *range(1, len(layers) + 2)) if f"softmax{suffix}" not in names)
+        name = next(candidate for candidate in ("softmax", *(f"softmax{i}" for i in range(1, len(layers) + 2)))
+                    if candidate not in names)
         layers.append({"type": "activation", "name": name, "activation": SOFTMAX})
     return SOFTMAX_APPENDED

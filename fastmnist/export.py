@@ -1,9 +1,9 @@
 """Export a trained Keras model to a fastmnist weights file (docs/FORMAT.md), and prove the file computes the same.
 
 `fastmnist._keras_convert` turns the model into the format's layer list (Sequential or Functional chains;
-BatchNorm, activations and input preprocessing folded by `fastmnist._fold`). This module adds reference images
-with Keras' own probabilities and per-class ideal inputs, writes the file, reloads it with the engine and checks
-that the engine computes what Keras computed; only then does the file appear at its path.
+zero padding, BatchNorm, activations and input preprocessing folded by `fastmnist._fold`). This module adds
+reference images with Keras' own probabilities and per-class ideal inputs, writes the file, reloads it with the
+engine and checks that the engine computes what Keras computed; only then does the file appear at its path.
 
 TensorFlow is imported inside the functions, so ``import fastmnist`` stays light.
 """

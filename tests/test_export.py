@@ -685,7 +685,8 @@ UNSUPPORTED = {
     "log_softmax_layer": (lambda: dense_after(layers.Dense(8), layers.Activation("log_softmax", name="a")),
                           r"layer 'a' \(Activation\) uses activation 'log_softmax'"),
     "partial_unknown_keyword": (lambda: dense_after(layers.Dense(8, activation=functools.partial(
-        keras.activations.elu, beta=2.0), name="d")), r"layer 'd' \(Dense\) passes \['beta'\] to activation 'elu', expected alpha"),
+        keras.activations.elu, beta=2.0), name="d")),
+        r"layer 'd' \(Dense\) passes \['beta'\] to activation 'elu', expected alpha"),
     "partial_keyword_to_tanh": (lambda: dense_after(layers.Dense(8, activation=functools.partial(
         keras.activations.tanh, alpha=2.0), name="d")), r"passes \['alpha'\] to activation 'tanh', expected none"),
     "negative_threshold": (lambda: dense_after(layers.Dense(8, activation=functools.partial(

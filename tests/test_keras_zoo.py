@@ -27,7 +27,7 @@ layers = keras.layers
 TRAIN_IMAGES = 4000
 PROBABILITY_ATOL = 1e-4
 ACCURACY_TOLERANCE = 0.001  # 0.1 percentage points: at most 10 of the 10,000 test digits
-MIN_ACCURACY = 0.5  # after one short epoch: five times chance, so the predictions vary and the comparison means something
+MIN_ACCURACY = 0.5  # after one short epoch: five times chance, so predictions vary and the comparison means something
 BATCHNORM_MOMENTUM = 0.9  # moving statistics that settle within one short epoch
 
 
