@@ -207,7 +207,7 @@ def test_zoo_model_exports_and_matches_keras(tmp_path, mnist, entry):
 
 
 COMMAND_CASES = {
-    "functional_h5_file": (".h5", ZooModel(build_functional_convnet), []),
+    "quickstart_h5_file": (".h5", ZooModel(build_quickstart), []),
     # Normalization adapted on raw 0..255 pixels: nothing in the model says so, the command is told. (Keras
     # cannot reload a Normalization(axis=None) from .h5, so this one is a .keras file.)
     "raw_pixels_keras_file": (".keras", ZooModel(build_normalization_mlp, input_max=255.0,
