@@ -61,8 +61,8 @@ def from_function(layer: Any, function: Any, rank: int) -> Activation:
     if name is None:
         found = getattr(function, "__name__", repr(function))
         raise ExportError(
-            f"layer '{layer.name}' ({type(layer).__name__}) uses activation '{found}', which the format does not "
-            f"support; supported: the keras.activations {', '.join(SUPPORTED_FUNCTIONS)} (also as "
+            f"layer '{layer.name}' uses activation '{found}' (layer type {type(layer).__name__}), which the format "
+            f"does not support; supported: the keras.activations {', '.join(SUPPORTED_FUNCTIONS)} (also as "
             "functools.partial with keyword arguments)"
         )
     known = _WITH_ARGUMENTS.get(name, ())

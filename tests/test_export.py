@@ -678,12 +678,12 @@ UNSUPPORTED = {
         r"scales or shifts each pixel differently .* only a first dense layer can absorb; the first layer "
         r"'conv2d.*' is a conv2d"),
     "custom_activation": (lambda: dense_after(layers.Dense(8, activation=lambda x: x * 2, name="d")),
-                          r"layer 'd' \(Dense\) uses activation '<lambda>', which the format does not support; "
-                          r"supported: the keras.activations linear, relu6"),
-    "mish": (lambda: dense_after(layers.Dense(8, activation="mish", name="d")), r"layer 'd' \(Dense\) uses "
-             r"activation 'mish'"),
+                          r"layer 'd' uses activation '<lambda>' \(layer type Dense\), which the format does not "
+                          r"support; supported: the keras.activations linear, relu6"),
+    "mish": (lambda: dense_after(layers.Dense(8, activation="mish", name="d")), r"layer 'd' uses "
+             r"activation 'mish' \(layer type Dense\)"),
     "log_softmax_layer": (lambda: dense_after(layers.Dense(8), layers.Activation("log_softmax", name="a")),
-                          r"layer 'a' \(Activation\) uses activation 'log_softmax'"),
+                          r"layer 'a' uses activation 'log_softmax' \(layer type Activation\)"),
     "partial_unknown_keyword": (lambda: dense_after(layers.Dense(8, activation=functools.partial(
         keras.activations.elu, beta=2.0), name="d")),
         r"layer 'd' \(Dense\) passes \['beta'\] to activation 'elu', expected alpha"),
