@@ -26,7 +26,9 @@ CLASSES = tuple(str(digit) for digit in range(10))
 # Keras layers that are the identity at inference (their training-time noise or penalty is off).
 IDENTITY_LAYERS = ("Dropout", "SpatialDropout2D", "AlphaDropout", "GaussianNoise", "GaussianDropout",
                    "ActivityRegularization")
-INPUT_LAYERS = ("Rescaling", "Normalization", "Reshape")
+INPUT_LAYERS = ("Rescaling", "Normalization", "Reshape")  # only before the first computing layer
+# Folded into the pixel map when they come before the first computing layer (a later BatchNorm is a layer).
+PIXEL_MAP_LAYERS = (*INPUT_LAYERS, "BatchNormalization")
 SUPPORTED_LAYERS = (
     "InputLayer, Rescaling, Normalization and Reshape at the input; Dense, Conv2D, DepthwiseConv2D, "
     "SeparableConv2D, MaxPooling2D, AveragePooling2D, GlobalAveragePooling2D, GlobalMaxPooling2D, ZeroPadding2D, "
@@ -103,7 +105,7 @@ def convert_keras(model: Any, *, input_max: float | None = None) -> KerasConvers
             shape = output_shape
             continue
         at_input = all(entry["type"] == "flatten" for entry in entries)
-        if kind in INPUT_LAYERS and at_input and not (kind == "Reshape" and entries):
+        if kind in PIXEL_MAP_LAYERS and at_input and not (kind == "Reshape" and entries):
             pixels.apply(layer, shape)
             if kind == "Reshape":
                 input_shape = _input_reshape(layer, output_shape)
@@ -159,7 +161,7 @@ def _default_input_max(chain: list[Any]) -> float:
 
 
 class _PixelMap:
-    """What the leading preprocessing layers do to the pixels: input = scale * p + offset, per input value.
+    """What the leading preprocessing layers (and a leading BatchNorm) do to the pixels: scale * p + offset.
 
     The arrays are flat (784,) in row-major order, which every accepted input shape shares, so a Reshape
     between those shapes leaves them unchanged.
@@ -183,6 +185,14 @@ class _PixelMap:
             # Keras divides by max(sqrt(variance), epsilon) with its float epsilon, 1e-7.
             std = np.maximum(np.sqrt(variance), 1e-7)
             self.scale, self.offset = self.scale / std, (self.offset - mean) / std
+        elif kind == "BatchNormalization":
+            _check_batchnorm_axis(layer, shape)
+            bn = _batchnorm_params(layer, shape[-1])
+            factor = bn["gamma"] / np.sqrt(bn["moving_variance"] + layer.epsilon)
+            shift = bn["beta"] - bn["moving_mean"] * factor
+            positions = math.prod(shape[:-1])  # the channel is the fastest axis of the flat order
+            factor, shift = np.tile(factor, positions), np.tile(shift, positions)
+            self.scale, self.offset = self.scale * factor, self.offset * factor + shift
 
     @staticmethod
     def _per_value(layer: Any, values: np.ndarray, shape: tuple[int, ...], what: str) -> np.ndarray:
@@ -295,15 +305,23 @@ def _append(layer: Any, shape: tuple[int, ...], entries: list[dict[str, Any]], a
 
 def _append_batchnorm(layer: Any, shape: tuple[int, ...], entries: list[dict[str, Any]],
                       arrays: dict[str, np.ndarray]) -> None:
+    _check_batchnorm_axis(layer, shape)
+    entries.append({"type": "batchnorm", "name": layer.name, "epsilon": float(layer.epsilon)})
+    _store(arrays, layer.name, **_batchnorm_params(layer, shape[-1]))
+
+
+def _check_batchnorm_axis(layer: Any, shape: tuple[int, ...]) -> None:
     if layer.axis not in (-1, len(shape)):
         raise ExportError(f"layer '{layer.name}' (BatchNormalization) normalises axis {layer.axis}, expected the "
                           "last axis (-1, the channels in NHWC)")
-    channels = shape[-1]
-    entries.append({"type": "batchnorm", "name": layer.name, "epsilon": float(layer.epsilon)})
-    _store(arrays, layer.name,
-           gamma=layer.gamma if layer.scale else np.ones(channels),
-           beta=layer.beta if layer.center else np.zeros(channels),
-           moving_mean=layer.moving_mean, moving_variance=layer.moving_variance)
+
+
+def _batchnorm_params(layer: Any, channels: int) -> dict[str, np.ndarray]:
+    """gamma, beta, moving_mean, moving_variance as float64 (channels,), with Keras' 1 and 0 where it has none."""
+    return {"gamma": np.asarray(layer.gamma, np.float64) if layer.scale else np.ones(channels),
+            "beta": np.asarray(layer.beta, np.float64) if layer.center else np.zeros(channels),
+            "moving_mean": np.asarray(layer.moving_mean, np.float64),
+            "moving_variance": np.asarray(layer.moving_variance, np.float64)}
 
 
 def _store(arrays: dict[str, np.ndarray], name: str, **params: Any) -> None:
