@@ -5,7 +5,7 @@
 - an activation layer right after a linear one of those becomes its fused activation;
 - the affine map of the pixels that the source model's preprocessing applies is folded into the first
   linear layer where that is exact (so a blank pixel stays exactly 0), else into ``input.range``;
-- a model that ends in logits gets a softmax.
+- a model that ends in logits gets a softmax, and one that ends in a log_softmax gets a softmax instead.
 
 Layers are the spec's JSON objects; arrays are float64 by "<layer>/<param>" and are changed in place.
 """
@@ -21,6 +21,8 @@ from .errors import ExportError
 FUSABLE = ("dense", "conv2d", "depthwise_conv2d")  # layer types with a kernel, a bias and a fused activation
 SOFTMAX = "softmax"
 SOFTMAX_APPENDED = "logits, softmax appended"
+LOG_SOFTMAX = "log_softmax"
+LOG_SOFTMAX_REPLACED = "log_softmax, replaced by softmax"
 
 Layer = dict[str, Any]
 
@@ -106,12 +108,20 @@ def finish_with_softmax(layers: list[Layer], model_name: str) -> str:
     """Make ``layers`` end in a softmax; returns the ``metadata.output`` note.
 
     A model that ends in a softmax is kept; one that ends linearly outputs logits and gets a softmax (fused into
-    a last linear layer, or as an activation layer); one that ends in another activation is refused.
+    a last linear layer, or as an activation layer); one that ends in a log_softmax (the log of the
+    probabilities) gets a softmax in its place; one that ends in another activation is refused.
     """
+    for layer in layers[:-1]:
+        if activation_name(layer) == LOG_SOFTMAX:
+            raise ExportError(f"model '{model_name}': layer '{layer['name']}' uses activation 'log_softmax', which "
+                              "the format supports only as the model's output (where a softmax replaces it)")
     last = layers[-1]
     ending = activation_name(last)
     if ending == SOFTMAX:
         return SOFTMAX
+    if ending == LOG_SOFTMAX:
+        last["activation"] = SOFTMAX
+        return LOG_SOFTMAX_REPLACED
     if ending != "linear":
         raise ExportError(
             f"model '{model_name}': the last layer '{last['name']}' uses activation '{ending}', which does not give "

@@ -12,10 +12,11 @@ import inspect
 import math
 from typing import Any
 
+from ._fold import LOG_SOFTMAX  # not a format activation: at the output, `_fold` replaces it by a softmax
 from .errors import ExportError
 from .layers import ActivationSpec
 
-Activation = str | dict[str, Any]  # the format's JSON form
+Activation = str | dict[str, Any]  # the format's JSON form, or LOG_SOFTMAX until the output is finished
 
 # Keras activation function name -> (format name, the format parameters it fixes). Keras 3's hard_sigmoid is
 # relu6(x + 3) / 6, i.e. alpha 1/6 and beta 0.5.
@@ -36,6 +37,7 @@ _WITH_ARGUMENTS = {
     "elu": ("alpha",),
     "gelu": ("approximate",),
     "softmax": ("axis",),
+    "log_softmax": ("axis",),
 }
 SUPPORTED_FUNCTIONS = (*_FIXED, *_WITH_ARGUMENTS, "swish")
 ACTIVATION_LAYERS = ("Activation", "ReLU", "LeakyReLU", "ELU", "Softmax")
@@ -77,9 +79,9 @@ def from_function(layer: Any, function: Any, rank: int) -> Activation:
     values = {key: parameter.default for key, parameter in inspect.signature(function).parameters.items()
               if key in known}
     values.update(keywords)
-    if name == "softmax":
+    if name in ("softmax", LOG_SOFTMAX):
         _check_softmax_axis(layer, values["axis"], rank)
-        return "softmax"
+        return name
     if name == "relu":
         return relu(layer, values["max_value"], values["negative_slope"], values["threshold"])
     if name == "leaky_relu":

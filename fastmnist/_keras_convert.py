@@ -45,22 +45,29 @@ class KerasConversion:
     """A Keras model in the format, before the reference arrays are added.
 
     spec: the weights file's JSON (without "reference"); arrays: float64 weights by "<layer>/<param>";
-    input_max: what the Keras model is fed for full ink (1.0, or 255.0 for raw pixels); softmax_appended:
-    the model outputs logits, so the format applies a softmax that Keras does not; applied_layers: the Keras
-    layers that compute something at inference, in order.
+    input_max: what the Keras model is fed for full ink (1.0, or 255.0 for raw pixels); output: what the Keras
+    model outputs and what became of it (the spec's ``metadata.output``); applied_layers: the Keras layers
+    that compute something at inference, in order.
     """
 
     model: Any
     spec: dict[str, Any]
     arrays: dict[str, np.ndarray]
     input_max: float
-    softmax_appended: bool
+    output: str
     applied_layers: tuple[Any, ...]
+
+    @property
+    def softmax_appended(self) -> bool:
+        """The model outputs logits, and the format applies a softmax that Keras does not."""
+        return self.output == _fold.SOFTMAX_APPENDED
 
     def keras_probabilities(self, images: np.ndarray) -> np.ndarray:
         """``(N, 10) float64``: Keras' class probabilities for ``(N, 28, 28) float32`` images in [0, 1]."""
         inputs = (images.astype(np.float32) * np.float32(self.input_max)).reshape((-1, *self.model.input_shape[1:]))
         outputs = np.asarray(self.model.predict(inputs, batch_size=1000, verbose=0), dtype=np.float64)
+        if self.output == _fold.LOG_SOFTMAX_REPLACED:
+            return np.exp(outputs)
         if not self.softmax_appended:
             return outputs
         exponentials = np.exp(outputs - outputs.max(axis=1, keepdims=True))
@@ -137,7 +144,7 @@ def convert_keras(model: Any, *, input_max: float | None = None) -> KerasConvers
         "layers": entries,
         "metadata": {"source": "keras", "output": output},
     }
-    return KerasConversion(model, spec, arrays, input_max, output == _fold.SOFTMAX_APPENDED, tuple(applied))
+    return KerasConversion(model, spec, arrays, input_max, output, tuple(applied))
 
 
 def _kind(layer: Any) -> str:

@@ -466,6 +466,23 @@ def test_logits_get_a_softmax_appended():
     assert conversion.spec["metadata"]["output"] == "logits, softmax appended"
 
 
+def test_log_softmax_output_is_replaced_by_softmax(tmp_path):
+    keras.utils.set_random_seed(10)
+    fused = keras.Sequential([keras.Input((784,)), wide(16, activation="relu"),
+                              layers.Dense(10, activation="log_softmax")])
+    standalone = image_model(spread_conv(10), layers.GlobalMaxPooling2D(), layers.Activation("log_softmax"),
+                             head=False)
+    for model in (fused, standalone):
+        conversion = convert_keras(model)
+        assert conversion.spec["metadata"]["output"] == "log_softmax, replaced by softmax"
+        assert conversion.spec["layers"][-1]["activation"] == "softmax"
+        assert_conversion_matches_keras(model)
+    images = random_images(16)
+    path = export_keras(fused, tmp_path / "model.npz", reference_images=images)
+    np.testing.assert_allclose(load(path).predict_proba(images), np.exp(fused.predict(images.reshape(-1, 784))),
+                               rtol=0, atol=REFERENCE_ATOL)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Input preprocessing
 
@@ -688,8 +705,11 @@ UNSUPPORTED = {
                           r"support; supported: the keras.activations linear, relu6"),
     "mish": (lambda: dense_after(layers.Dense(8, activation="mish", name="d")), r"layer 'd' uses "
              r"activation 'mish' \(layer type Dense\)"),
-    "log_softmax_layer": (lambda: dense_after(layers.Dense(8), layers.Activation("log_softmax", name="a")),
-                          r"layer 'a' uses activation 'log_softmax' \(layer type Activation\)"),
+    "log_softmax_hidden": (lambda: dense_after(layers.Flatten(), layers.Dense(8, name="hidden"),
+                                               layers.Activation("log_softmax", name="a"), layers.Dense(10),
+                                               input_shape=(28, 28)),
+                           r"layer 'hidden' uses activation 'log_softmax', which the format supports only as the "
+                           r"model's output"),
     "partial_unknown_keyword": (lambda: dense_after(layers.Dense(8, activation=functools.partial(
         keras.activations.elu, beta=2.0), name="d")),
         r"layer 'd' \(Dense\) passes \['beta'\] to activation 'elu', expected alpha"),
