@@ -65,14 +65,15 @@ def _parser() -> argparse.ArgumentParser:
         "export", help="export a saved Keras model to a weights file",
         description="Convert a saved Keras model (.keras or .h5; Sequential, or a Functional chain of layers) to "
         "the fastmnist weights format, storing MNIST test images with Keras' probabilities, and check that the "
-        "engine reproduces them. A model that outputs logits gets a softmax appended. The training record that "
-        "`fastmnist train` writes beside the model (same name, .json) goes into the metadata.")
+        "engine reproduces them. A model that outputs logits gets a softmax appended (a log_softmax output is "
+        "replaced by a softmax). The training record that `fastmnist train` writes beside the model (same name, "
+        ".json) goes into the metadata.")
     export.add_argument("keras_file", metavar="KERAS_FILE", help="a saved Keras model (.keras or .h5)")
     export.add_argument("out", metavar="OUT.npz", help="weights file to write")
     export.add_argument("--data", metavar="DIR", help="folder with the four MNIST IDX files")
     export.add_argument("--input-max", type=float, metavar="VALUE",
                         help="what the Keras model takes for full ink: 1 (pixels in [0, 1]) or 255 (raw pixels); "
-                        "default: 255 when it starts with a Rescaling by 1/255 or less, else 1")
+                        "default: 255 when it starts with a Rescaling by 1/100 or less (1/255, 1/127.5), else 1")
     export.set_defaults(run=_export)
 
     evaluate = commands.add_parser(
