@@ -66,12 +66,17 @@ def _parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser(
         "export", help="export a saved Keras model to a weights file",
-        description="Convert a saved Keras Sequential model (.keras) to the fastmnist weights format, storing "
-        "MNIST test images with Keras' probabilities, and check that the engine reproduces them. The training "
-        "record that `fastmnist train` writes beside the model (same name, .json) goes into the metadata.")
-    export.add_argument("keras_file", metavar="KERAS_FILE", help="a saved Keras model (.keras)")
+        description="Convert a saved Keras model (.keras or .h5; Sequential, or a Functional chain of layers) to "
+        "the fastmnist weights format, storing MNIST test images with Keras' probabilities, and check that the "
+        "engine reproduces them. A model that outputs logits gets a softmax appended (a log_softmax output is "
+        "replaced by a softmax). The training record that `fastmnist train` writes beside the model (same name, "
+        ".json) goes into the metadata.")
+    export.add_argument("keras_file", metavar="KERAS_FILE", help="a saved Keras model (.keras or .h5)")
     export.add_argument("out", metavar="OUT.npz", help="weights file to write")
     export.add_argument("--data", metavar="DIR", help="folder with the four MNIST IDX files")
+    export.add_argument("--input-max", type=float, metavar="VALUE",
+                        help="what the Keras model takes for full ink: 1 (pixels in [0, 1]) or 255 (raw pixels); "
+                        "default: 255 when it starts with a Rescaling by 1/100 or less (1/255, 1/127.5), else 1")
     export.set_defaults(run=_export)
 
     evaluate = commands.add_parser(
@@ -112,20 +117,21 @@ def _export(args: argparse.Namespace, argv: list[str]) -> int:
     import keras
 
     from .datasets import load_mnist
-    from .export import export_keras
+    from .export import convert_keras, export_keras
 
-    model = keras.saving.load_model(args.keras_file)
+    model = keras.saving.load_model(args.keras_file, compile=False)  # inference needs no loss or optimiser
     _, (x_test, y_test) = load_mnist(args.data)
-    probabilities = model.predict(x_test.astype(np.float32).reshape((-1, *model.input_shape[1:])) / 255.0,
-                                  batch_size=1000, verbose=0)
+    conversion = convert_keras(model, input_max=args.input_max)
+    probabilities = conversion.keras_probabilities(x_test.astype(np.float32) / 255.0)
     accuracy = float(np.mean(probabilities.argmax(axis=1) == y_test))
     print(f"Keras test accuracy: {accuracy:.2%}")
     # `fastmnist train` leaves a training record beside the Keras model; keep what it says.
     record = Path(args.keras_file).with_suffix(".json")
     metadata = json.loads(record.read_text()) if record.is_file() else {}
     metadata.update(test_accuracy=round(accuracy, 6), export_command=shlex.join(["fastmnist", *argv]))
-    path = export_keras(model, args.out, reference_images=x_test, metadata=metadata)
+    path = export_keras(model, args.out, reference_images=x_test, metadata=metadata, input_max=conversion.input_max)
     print(f"exported to {path} (parity with Keras checked on {len(x_test)} test images)")
+    print(f"output: {conversion.spec['metadata']['output']}; Keras input: pixels times {conversion.input_max:g}")
     return 0
 
 
