@@ -10,7 +10,7 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdlib cimport calloc, free
 
-from .layers import Activation, BatchNorm, Conv2D, Dense, MaxPool2D, activation_of, output_size
+from .layers import Activation, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, activation_of, output_size
 
 cnp.import_array()
 
@@ -154,6 +154,11 @@ cdef class Network:
         if self.ops == NULL:
             raise MemoryError()
         _check_shapes_chain(model)
+        for planned in model.layers:
+            if not isinstance(planned.layer, _COMPUTING + (Flatten, Dropout)) or not isinstance(
+                    getattr(planned.layer, "padding", "valid"), str):
+                raise ValueError(f"layer '{planned.layer.name}' ({planned.layer.type}) is not supported by the "
+                                 "engine yet (explicit padding included)")
         layer_ops, op_shapes = [], []
         for planned in model.layers:
             if isinstance(planned.layer, _COMPUTING):
@@ -176,7 +181,11 @@ cdef class Network:
         cdef fm_window *w = &op.window
         w.in_h, w.in_w, w.in_c = _image_shape(planned.input_shape)
         w.out_h, w.out_w, w.out_c = _image_shape(planned.output_shape)
-        op.activation = _ACTIVATIONS[activation_of(layer)]
+        activation = activation_of(layer)
+        if activation.to_json() not in _ACTIVATIONS:
+            raise ValueError(f"layer '{layer.name}': activation {activation.to_json()!r} is not supported by the "
+                             f"engine yet; it runs {', '.join(_ACTIVATIONS)}")
+        op.activation = _ACTIVATIONS[activation.to_json()]
         cdef cnp.ndarray packed, kernel
         name = layer.name
         if isinstance(layer, Dense):
