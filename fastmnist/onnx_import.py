@@ -457,7 +457,7 @@ class _Converter:
         self.check_current(tensor, node)
         if tensor.expr is _X:
             return tensor
-        self.apply_steps(self.steps(tensor.expr, node), node)
+        self.apply_steps(self.steps(tensor.expr, node), node, vector=len(tensor.shape) == 1)
         self.head += 1
         return _Tensor(self.head, tensor.shape, tensor.index, _X, tensor.final)
 
@@ -508,9 +508,8 @@ class _Converter:
             raise node.fail(f"multiplies (N, {', '.join(map(str, tensor.shape))}) by a ({kernel.shape[0]}, "
                             f"{kernel.shape[1]}) matrix, expected (N, {kernel.shape[0]}) (flatten first)")
         if len(self.engine_shape) > 1:
-            flat = self.emit(node, {"type": "flatten"}, {}, (math.prod(self.engine_shape),), (), np.empty(0),
-                             name="flatten")
-            tensor = _Tensor(flat.head, tensor.shape, tensor.index)
+            self.flatten_engine(node)
+            tensor = _Tensor(self.head, tensor.shape, tensor.index)
         # The engine's vector is the NHWC flattening; row i of the ONNX matrix meets engine element index[i].
         rows = np.empty_like(kernel)
         rows[tensor.index] = kernel
@@ -518,6 +517,10 @@ class _Converter:
         units = kernel.shape[1]
         layer = {"type": "dense", "units": units, "activation": "linear", "use_bias": bias is not None}
         return [self.emit(node, layer, params, (units,), (units,), np.arange(units, dtype=np.int64))]
+
+    def flatten_engine(self, node: _Node) -> None:
+        """Append a flatten layer: the engine's flat output, and so every tensor's index, stays the same."""
+        self.emit(node, {"type": "flatten"}, {}, (math.prod(self.engine_shape),), (), np.empty(0), name="flatten")
 
     def map_output(self, node: _Node, layer: dict[str, Any], params: dict[str, np.ndarray],
                    h: int, w: int, c: int) -> list[_Tensor]:
@@ -564,6 +567,11 @@ class _Converter:
             return self.steps(expr.args[0], node) + [("activation", expr.activation)]
         if expr.op == "erf":
             raise node.fail("uses Erf outside the exact GELU pattern x * 0.5 * (1 + erf(x / sqrt(2)))")
+        if expr.op == "mul":  # before the affine maps, as the pattern's constant factor may come last
+            recognised = self._product_activation(expr)
+            if recognised is not None:
+                inner, activation = recognised
+                return self.steps(inner, node) + [("activation", activation)]
         dynamic = [a for a in expr.args if a.op != "const"]
         if len(dynamic) == 1:
             constant = next(a.value for a in expr.args if a.op == "const")
@@ -573,11 +581,6 @@ class _Converter:
                 _, previous_scale, previous_shift = steps.pop()
                 scale, shift = previous_scale * scale, previous_shift * scale + shift
             return steps + [("affine", scale, shift)]
-        if expr.op == "mul":
-            recognised = self._product_activation(expr)
-            if recognised is not None:
-                inner, activation = recognised
-                return self.steps(inner, node) + [("activation", activation)]
         raise node.fail("combines computed tensors in a way that is not an activation the format supports "
                         "(recognised: x * sigmoid(x), x * 0.5 * (1 + erf(x / sqrt(2))))")
 
@@ -594,10 +597,17 @@ class _Converter:
                 return inner, "gelu"
         return None
 
-    def apply_steps(self, steps: list[tuple], node: _Node) -> None:
+    def apply_steps(self, steps: list[tuple], node: _Node, vector: bool = False) -> None:
+        """Apply the steps to the engine's output; `vector`: the ONNX tensor is a flattened (N, features)."""
         for step in steps:
             if step[0] == "affine":
-                self._apply_affine(np.asarray(step[1], np.float64), np.asarray(step[2], np.float64), node)
+                scale, shift = np.asarray(step[1], np.float64), np.asarray(step[2], np.float64)
+                if vector and len(self.engine_shape) > 1 and self.layers and not (
+                        _per_channel_or_none(scale, self.engine_shape) is not None
+                        and _per_channel_or_none(shift, self.engine_shape) is not None):
+                    # Per-feature constants on a flattened map: after a flatten layer, features are channels.
+                    self.flatten_engine(node)
+                self._apply_affine(scale, shift, node)
             else:
                 self.apply_activation(step[1])
 
@@ -630,12 +640,10 @@ class _Converter:
                    "moving_variance": np.ones(channels)}, self.engine_shape, (), np.empty(0))
 
     def _per_channel(self, value: np.ndarray, channels: int, node: _Node) -> np.ndarray:
-        if value.ndim == 0:
-            return np.full(channels, float(value))
-        rows = value.reshape(-1, channels)
-        if not (rows == rows[0]).all():
+        result = _per_channel_or_none(value, self.engine_shape)
+        if result is None:
             raise node.fail("applies a constant that varies within a channel; expected one value per channel")
-        return rows[0].copy()
+        return result
 
     def apply_activation(self, activation: Any) -> None:
         last = self.layers[-1] if self.layers else None
@@ -692,6 +700,15 @@ class _Converter:
 def _check_size(node: _Node, shape: tuple[int, ...]) -> None:
     if math.prod(shape) > MAX_ACTIVATION_VALUES:
         raise node.fail(f"output shape {shape} exceeds {MAX_ACTIVATION_VALUES} values per image")
+
+
+def _per_channel_or_none(value: np.ndarray, engine_shape: tuple[int, ...]) -> np.ndarray | None:
+    """A scalar or engine-shaped constant as one value per channel (the last axis), or None if it varies."""
+    channels = engine_shape[-1]
+    if value.ndim == 0:
+        return np.full(channels, float(value))
+    rows = value.reshape(-1, channels)
+    return rows[0].copy() if (rows == rows[0]).all() else None
 
 
 def _nchw_index(h: int, w: int, c: int) -> np.ndarray:

@@ -57,7 +57,7 @@ def node(op: str, inputs: list[str], output: str, **attributes):
 
 
 def conv_net(opset: int = 17):
-    """conv 1->3 (3x3, pad 1) relu, max pool 2, conv 3->4 (3x3, stride 2) tanh, flatten, Gemm 36->10: 8 nodes."""
+    """conv 1->3 (3x3, pad 1) relu, max pool 2, conv 3->4 (3x3, stride 2) tanh, flatten, Gemm 144->10: 8 nodes."""
     nodes = [
         node("Conv", ["x", "w1", "b1"], "c1", pads=[1, 1, 1, 1]),
         node("Relu", ["c1"], "r1"),
@@ -69,7 +69,7 @@ def conv_net(opset: int = 17):
         node("Softmax", ["g"], "y", axis=1),
     ]
     initializers = {"w1": weights((3, 1, 3, 3), 1), "b1": weights((3,), 2), "w2": weights((4, 3, 3, 3), 3),
-                    "b2": weights((4,), 4), "w3": weights((10, 36), 5), "b3": weights((10,), 6)}
+                    "b2": weights((4,), 4), "w3": weights((10, 144), 5, 0.1), "b3": weights((10,), 6)}
     return make_model(nodes, initializers, opset=opset)
 
 

@@ -17,6 +17,8 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 from onnx_graphs import blob_images, conv_net, executor_probabilities, make_model, mlp, node, weights  # noqa: E402
 
 import fastmnist  # noqa: E402
+import fastmnist.reference  # noqa: E402
+import fastmnist.spec  # noqa: E402
 from fastmnist import onnx_import  # noqa: E402
 from fastmnist.onnx_import import (OUTPUT_LOG_SOFTMAX, OUTPUT_LOGITS, OUTPUT_SOFTMAX, OnnxImportError,  # noqa: E402
                                    convert_onnx, import_onnx)
@@ -28,9 +30,13 @@ ATOL = 1e-5
 
 
 def check(model, tmp_path, mean=None, std=None, images=IMAGES):
-    """Import `model` and check the engine's probabilities against the independent executor's."""
+    """Import `model`; check the NumPy reference of what it became, then the engine, against the independent
+    executor's probabilities."""
     conversion = convert_onnx(model, mean=mean, std=std)
     expected = executor_probabilities(conversion, images, mean or 0.0, 1.0 if std is None else std)
+    arrays = {name: value.astype(np.float32) for name, value in conversion.arrays.items()}
+    planned = fastmnist.spec.parse(conversion.spec, arrays, "converted")
+    np.testing.assert_allclose(fastmnist.reference.forward(planned, images), expected, atol=ATOL, rtol=0)
     path = import_onnx(model, tmp_path / "model.npz", mean=mean, std=std, reference_images=images)
     engine = fastmnist.load(path)
     np.testing.assert_allclose(engine.predict_proba(images), expected, atol=ATOL, rtol=0)
@@ -101,7 +107,7 @@ def test_gemm_with_transposed_data_is_refused():
 @pytest.mark.parametrize("attributes, out_hw", [
     ({}, (26, 26)),
     ({"pads": [1, 1, 1, 1]}, (28, 28)),
-    ({"pads": [0, 2, 1, 0], "strides": [2, 3]}, (14, 9)),
+    ({"pads": [0, 2, 1, 0], "strides": [2, 3]}, (14, 10)),
     ({"auto_pad": "SAME_UPPER", "strides": [2, 2]}, (14, 14)),
     ({"auto_pad": "SAME_LOWER", "strides": [3, 3]}, (10, 10)),
     ({"auto_pad": "VALID", "strides": [2, 1]}, (13, 26)),
@@ -259,7 +265,7 @@ ACTIVATION_NODES = [
 
 @pytest.mark.parametrize("op, attributes, opset, activation", ACTIVATION_NODES)
 def test_activation_is_fused_and_reproduces_the_executor(tmp_path, op, attributes, opset, activation):
-    nodes = [node("Flatten", ["x"], "f"), node("Gemm", ["f", "w1", "b1"], "g1"), node(op, ["g1"], "act"),
+    nodes = [node("Flatten", ["x"], "f"), node("Gemm", ["f", "w1", "b1"], "g1"), node(op, ["g1"], "act", **attributes),
              node("Gemm", ["act", "w2", "b2"], "y")]
     initializers = {"w1": weights((784, 32), 1, 0.2), "b1": weights((32,), 2), "w2": weights((32, 10), 3),
                     "b2": weights((10,), 4)}
@@ -459,9 +465,18 @@ def test_per_channel_mul_and_add_after_an_activation_become_a_batchnorm_layer(tm
     assert layer_types(conversion) == ["conv2d", "batchnorm", "flatten", "dense"]
 
 
-def test_constant_that_varies_within_a_channel_is_refused():
+def test_constant_that_varies_within_a_channel_becomes_per_feature_after_a_flatten(tmp_path):
     nodes = [node("Conv", ["x", "w"], "c"), node("Relu", ["c"], "r"), node("Mul", ["r", "map"], "m")]
     tail, initializers = dense_head(nodes, "m", 26 * 26)
+    initializers.update(w=weights((1, 1, 3, 3), 1), map=weights((1, 26, 26), 2))
+    engine, conversion = check(make_model(nodes + tail, initializers), tmp_path)
+    assert layer_types(conversion) == ["conv2d", "flatten", "batchnorm", "dense"]
+
+
+def test_constant_that_varies_within_a_channel_of_a_map_is_refused():
+    nodes = [node("Conv", ["x", "w"], "c"), node("Relu", ["c"], "r"), node("Mul", ["r", "map"], "m"),
+             node("MaxPool", ["m"], "p", kernel_shape=[2, 2], strides=[2, 2])]
+    tail, initializers = dense_head(nodes, "p", 13 * 13)
     initializers.update(w=weights((1, 1, 3, 3), 1), map=weights((1, 26, 26), 2))
     with pytest.raises(OnnxImportError, match="varies within a channel"):
         convert_onnx(make_model(nodes + tail, initializers))
@@ -504,9 +519,9 @@ def test_normalisation_nodes_in_the_graph_compose_with_mean_and_std(tmp_path):
     assert layer_types(conversion) == ["flatten", "dense"]
 
 
-def test_per_pixel_normalisation_is_refused():
-    nodes = [node("Sub", ["x", "m"], "s"), node("Flatten", ["s"], "f"), node("Gemm", ["f", "w"], "y")]
-    initializers = {"m": weights((1, 28, 28), 1), "w": weights((784, 10), 2)}
+def test_per_pixel_normalisation_before_a_conv_is_refused():
+    nodes = [node("Sub", ["x", "m"], "s"), node("Conv", ["s", "w"], "y")]
+    initializers = {"m": weights((1, 28, 28), 1), "w": weights((2, 1, 3, 3), 2)}
     with pytest.raises(OnnxImportError, match="one scale and offset for all pixels"):
         convert_onnx(make_model(nodes, initializers))
 
