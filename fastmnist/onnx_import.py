@@ -892,8 +892,18 @@ def _window_settings(node: _Node, h: int, w: int, kernel: tuple[int, int]):
             raise node.fail("ceil_mode=1 leaves a partial window at the edge, which is not supported; expected "
                             "ceil_mode=0 or windows that fit")
         out.append(span // s + 1)
-    explicit = [list(p) for p in padding]
-    return list(strides), ("valid" if not any(map(any, padding)) else explicit), tuple(out)
+    return list(strides), _padding_name(padding, (h, w), kernel, strides), tuple(out)
+
+
+def _padding_name(padding, size: tuple[int, int], kernel: tuple[int, int], strides: list[int]):
+    """"valid" or "same" when the explicit padding is what that name means (TensorFlow's split), else the pads."""
+    if not any(map(any, padding)):
+        return "valid"
+    same = []
+    for n, k, s in zip(size, kernel, strides):
+        total = max((math.ceil(n / s) - 1) * s + k - n, 0)
+        same.append((total // 2, total - total // 2))
+    return "same" if tuple(padding) == tuple(same) else [list(p) for p in padding]
 
 
 # ---------------------------------------------------------------------------------------------------------
