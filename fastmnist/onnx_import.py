@@ -416,6 +416,10 @@ class _Converter:
         try:
             if not dynamic or op == "Shape":
                 handler = _CONSTANT_OPS.get(op)
+                if handler is None and op in _TENSOR_OPS:
+                    raise OnnxImportError(f"all its inputs are constants, which {op} supports only on tensors "
+                                          "computed from the graph input; constant ops: "
+                                          f"{', '.join(sorted(_CONSTANT_OPS))}")
                 if handler is None:
                     raise _unsupported(op)
                 outputs = handler(self, _Node(node, where, self.opset), inputs)
