@@ -47,6 +47,7 @@ MAX_INPUT_RANGE = 1e6  # the format's limit on |lo| and |hi| of input.range
 # that folds the batch axis into another one shows up as a wrong leading dimension.
 PROBE_BATCH = 3
 EXECUTOR_BATCH = 256
+MAX_FIXED_BATCH = 4096  # the executor runs batches of the size a model fixes, padded with blank images
 FUSABLE = ("dense", "conv2d", "depthwise_conv2d")  # layer types with a kernel and a fused activation
 RELATIVE_TOLERANCE = 1e-6  # for the constants of a recognised pattern (GELU's 0.5, 1, 1/sqrt(2))
 _LAYER_NAME = re.compile(r"[^A-Za-z0-9_.\-]+")
@@ -391,6 +392,9 @@ class _Converter:
         self.input_engine_shape, order = accepted[shape]
         self.input_shape = shape
         self.fixed_batch = dims[0] if dims[0] else None
+        if self.fixed_batch is not None and self.fixed_batch > MAX_FIXED_BATCH:
+            raise _fail(self.where, f"input '{value.name}' fixes the batch size to {self.fixed_batch}, expected at "
+                        f"most {MAX_FIXED_BATCH} (or a symbolic batch size)")
         self.batch = self.fixed_batch or PROBE_BATCH
         self.engine_shape = self.input_engine_shape
         positions = np.arange(784, dtype=np.int64).reshape(self.input_engine_shape)
@@ -1418,7 +1422,8 @@ def _check_parity(path: Path, images: np.ndarray, expected: np.ndarray) -> None:
 
     try:
         probabilities = load(path).predict_proba(images)
-    except WeightsFormatError as error:  # e.g. the stored reference images already disagree
+    except (WeightsFormatError, FloatingPointError) as error:  # e.g. the stored reference already disagrees,
+        # or weights so large that the engine's float32 overflows
         raise OnnxImportError(f"the engine does not accept the converted file: {error}") from error
     difference = np.abs(probabilities - expected)
     worst = int(difference.max(axis=1).argmax())

@@ -268,11 +268,15 @@ def check_case(path: Path, workdir: Path) -> dict:
 
 
 def worker() -> None:
+    # Results go to the original stdout; whatever the libraries print (Python or C) goes to stderr.
+    results = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     workdir = Path(tempfile.mkdtemp(prefix="onnx-fuzz-worker-"))
     for line in sys.stdin:
         result = check_case(Path(line.strip()), workdir)
-        sys.stdout.write(json.dumps(result) + "\n")
-        sys.stdout.flush()
+        results.write(json.dumps(result) + "\n")
+        results.flush()
 
 
 class Worker:
