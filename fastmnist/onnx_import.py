@@ -41,6 +41,7 @@ MAX_FILE_BYTES = 1 << 30
 MAX_TENSOR_BYTES = weights_format.MAX_ARRAY_BYTES
 MAX_RANK = 8
 MAX_NODES = 20000
+MAX_ELEMENTWISE_DEPTH = 64  # element-wise operations in a row between two layers
 MIN_OPSET = 9
 MAX_INPUT_RANGE = 1e6  # the format's limit on |lo| and |hi| of input.range
 # The batch size used to evaluate shape arithmetic when the model leaves it open: not 1, so that a Reshape
@@ -75,6 +76,10 @@ class _Expr:
     args: tuple["_Expr", ...] = ()
     value: np.ndarray | None = None  # "const": float64, a scalar or the engine output's shape
     activation: Any = None           # "activation": the format's activation (a name or an object)
+    depth: int = 0                   # operations between this and "x": bounded, as they are walked recursively
+
+    def __post_init__(self):
+        object.__setattr__(self, "depth", 1 + max((a.depth for a in self.args), default=-1))
 
 
 _X = _Expr("x")
@@ -443,6 +448,9 @@ class _Converter:
             raise OnnxImportError(f"{where}: cannot be evaluated ({type(error).__name__}: {str(error)[:200]})") \
                 from None
         for name, value in zip(node.output, outputs):
+            if isinstance(value, _Tensor) and value.expr.depth > MAX_ELEMENTWISE_DEPTH:
+                raise OnnxImportError(f"{where}: more than {MAX_ELEMENTWISE_DEPTH} element-wise operations in a row; "
+                                      "expected them to be activations or constants folded between layers")
             if name in self.values:
                 raise OnnxImportError(f"{where}: output '{name}' is produced twice")
             if name:
@@ -685,7 +693,7 @@ class _Converter:
         self.input_range = [0.0, 1.0]
         if a == 1.0 and b == 0.0:
             return
-        first = next(layer for layer in self.layers if layer["type"] != "flatten")
+        first = next(layer for layer in self.layers if layer["type"] != "flatten")  # never all: a softmax ends it
         # Zero padding would see the shifted value of a pixel of 0 at the borders: folding is exact only
         # without it.
         if not (first["type"] == "dense" or (first["type"] in FUSABLE and first["padding"] == "valid")):

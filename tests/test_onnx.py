@@ -698,3 +698,26 @@ def test_cli_import_writes_a_checked_file_and_reports_errors(tmp_path, capsys):
     source.write_bytes(b"garbage")
     assert main(["import", str(source), str(tmp_path / "bad.npz"), "--data", str(tmp_path / "data")]) == 2
     assert "fastmnist import: ONNX file" in capsys.readouterr().err
+
+
+def test_long_chains_of_element_wise_operations_are_refused():
+    nodes = [node("Flatten", ["x"], "t0")] + [node("Mul", [f"t{i}", "two"], f"t{i + 1}") for i in range(100)]
+    nodes.append(node("Gemm", ["t100", "w"], "y"))
+    with pytest.raises(OnnxImportError, match="more than 64 element-wise operations in a row"):
+        convert_onnx(make_model(nodes, {"two": np.array(2.0, np.float32), "w": weights((784, 10), 1)}))
+
+
+def test_tf2onnx_style_flatten_through_shape_slice_concat_reshape(tmp_path):
+    """Keras' Flatten as tf2onnx writes it on an NHWC map: Reshape to Concat(Slice(Shape(x), 0, 1), [-1])."""
+    nodes = [node("Transpose", ["x"], "nchw", perm=[0, 3, 1, 2]), node("Conv", ["nchw", "w", "b"], "c"),
+             node("Relu", ["c"], "r"), node("Transpose", ["r"], "nhwc", perm=[0, 2, 3, 1]),
+             node("Shape", ["nhwc"], "shape"), node("Slice", ["shape", "start", "end"], "batch"),
+             node("Cast", ["minus_one"], "minus_one_i", to=TensorProto.INT64),
+             node("Concat", ["batch", "minus_one_i"], "target", axis=0), node("Reshape", ["nhwc", "target"], "flat"),
+             node("MatMul", ["flat", "w2"], "m"), node("Add", ["m", "b2"], "logits"), node("Softmax", ["logits"], "y")]
+    initializers = {"w": weights((4, 1, 3, 3), 1), "b": weights((4,), 2), "start": np.array([0], np.int64),
+                    "end": np.array([1], np.int64), "minus_one": np.array([-1.0], np.float32),
+                    "w2": weights((26 * 26 * 4, 10), 3, 0.02), "b2": weights((10,), 4)}
+    engine, conversion = check(make_model(nodes, initializers, input_shape=("unk__6", 28, 28, 1), opset=13),
+                               tmp_path)
+    assert layer_types(conversion) == ["conv2d", "flatten", "dense"] and conversion.output == OUTPUT_SOFTMAX
