@@ -32,7 +32,7 @@ ATOL = 1e-5  # engine vs the independent executor, as the importer itself checks
 
 
 def seed_models() -> dict[str, bytes]:
-    """Valid models to mutate: hand-built graphs covering most ops, and two small torch exports."""
+    """Valid models to mutate: hand-built graphs covering most ops, and the smaller torch exports."""
     from onnx_graphs import conv_net, make_model, mlp, node, weights
 
     gelu_bn = make_model([
@@ -65,7 +65,7 @@ def seed_models() -> dict[str, bytes]:
          "b2": weights((10,), 11)}, input_shape=("N", 28, 28, 1), opset=11)
     models = {"conv_net": conv_net(), "mlp": mlp(), "gelu_bn": gelu_bn, "nhwc": nhwc}
     serialised = {name: model.SerializeToString() for name, model in models.items()}
-    for name in ("bn_cnn.torchscript.onnx", "bn_cnn.dynamo.onnx"):
+    for name in ("bn_cnn.torchscript.onnx", "bn_cnn.dynamo.onnx", "lenet5.torchscript.onnx", "mlp.dynamo.onnx"):
         serialised[name] = (FIXTURES / name).read_bytes()
     return serialised
 
@@ -85,8 +85,14 @@ def _pick(rng, items):
     return items[int(rng.integers(len(items)))] if len(items) else None
 
 
+def _tensors(model) -> list:
+    """The initializers and the tensors of the nodes' attributes (Constant values)."""
+    attributes = [a.t for n in model.graph.node for a in n.attribute if a.HasField("t")]
+    return list(model.graph.initializer) + attributes
+
+
 def mutate_dims(model, rng) -> None:
-    tensor = _pick(rng, model.graph.initializer)
+    tensor = _pick(rng, _tensors(model))
     if tensor is None or not len(tensor.dims):
         return
     tensor.dims[int(rng.integers(len(tensor.dims)))] = int(_pick(rng, INTERESTING_INTS + [int(rng.integers(100))]))
@@ -113,7 +119,7 @@ def mutate_attribute(model, rng) -> None:
 
 
 def mutate_data(model, rng) -> None:
-    tensor = _pick(rng, model.graph.initializer)
+    tensor = _pick(rng, _tensors(model))
     if tensor is None:
         return
     choice = int(rng.integers(4))
@@ -186,7 +192,7 @@ def mutate_opset(model, rng) -> None:
 
 
 def mutate_external(model, rng) -> None:
-    tensor = _pick(rng, model.graph.initializer)
+    tensor = _pick(rng, _tensors(model))
     if tensor is None:
         return
     if rng.integers(2):

@@ -275,7 +275,8 @@ def test_activation_is_fused_and_reproduces_the_executor(tmp_path, op, attribute
 
 @pytest.mark.parametrize("bounds", [(0.0, 6.0), (0.0, None)])
 def test_clip_with_bound_inputs_becomes_relu(tmp_path, bounds):
-    initializers = {"w1": weights((784, 32), 1, 0.2), "w2": weights((32, 10), 3), "low": np.array(bounds[0], np.float32)}
+    initializers = {"w1": weights((784, 32), 1, 0.2), "w2": weights((32, 10), 3),
+                    "low": np.array(bounds[0], np.float32)}
     inputs = ["g1", "low"]
     if bounds[1] is not None:
         initializers["high"] = np.array(bounds[1], np.float32)
@@ -656,7 +657,8 @@ def test_output_that_is_not_the_class_scores_is_refused():
 def test_file_is_written_only_when_the_engine_reproduces_the_executor(tmp_path, monkeypatch):
     real = onnx_import.run_executor
     monkeypatch.setattr(onnx_import, "run_executor", lambda *args: real(*args) * 1.01)
-    with pytest.raises(OnnxImportError, match="the engine does not accept the converted file: .* differ from the stored ones"):
+    with pytest.raises(OnnxImportError, match="the engine does not accept the converted file: .* differ from the "
+                                              "stored ones"):
         import_onnx(mlp(), tmp_path / "m.npz")
     assert not list(tmp_path.iterdir())
 
