@@ -723,3 +723,27 @@ def test_tf2onnx_style_flatten_through_shape_slice_concat_reshape(tmp_path):
     engine, conversion = check(make_model(nodes, initializers, input_shape=("unk__6", 28, 28, 1), opset=13),
                                tmp_path)
     assert layer_types(conversion) == ["conv2d", "flatten", "dense"] and conversion.output == OUTPUT_SOFTMAX
+
+
+@pytest.mark.parametrize("nodes, initializers, opset, message", [
+    ([node("Selu", ["x"], "y", alpha=2.0)], {}, 17, "differ from SELU's constants"),
+    ([node("BatchNormalization", ["x", "s", "b", "m", "v"], "y", training_mode=1)],
+     {k: np.ones(1, np.float32) for k in "sbmv"}, 15, "runs in training mode"),
+    ([node("Flatten", ["x"], "f"), node("Gemm", ["f", "w", "c"], "y")],
+     {"w": weights((784, 10), 1), "c": weights((3, 10), 2)}, 17, r"C has shape \(3, 10\), expected one value per"),
+    ([node("Flatten", ["x"], "f"), node("Add", ["f", "strings"], "y")],
+     {"strings": np.array(["a"], dtype=object)}, 17, "tensor 'strings' has data type 8"),
+])
+def test_unsupported_settings_are_refused(nodes, initializers, opset, message):
+    with pytest.raises(OnnxImportError, match=message):
+        convert_onnx(make_model(nodes, initializers, opset=opset))
+
+
+def test_sparse_initializers_and_huge_fixed_batches_are_refused():
+    model = mlp()
+    model.graph.sparse_initializer.add().values.name = "sparse"
+    with pytest.raises(OnnxImportError, match="has sparse initializers"):
+        convert_onnx(model)
+    nodes = [node("Flatten", ["x"], "f"), node("Gemm", ["f", "w"], "y")]
+    with pytest.raises(OnnxImportError, match="fixes the batch size to 100000, expected at most 4096"):
+        convert_onnx(make_model(nodes, {"w": weights((784, 10), 1)}, input_shape=(100000, 784)))
