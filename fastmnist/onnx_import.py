@@ -351,7 +351,7 @@ class _Converter:
         self._fold_input_normalisation()
         if len(self.layers) > MAX_LAYERS:
             raise _fail(self.where, f"the model becomes {len(self.layers)} layers, expected at most {MAX_LAYERS}")
-        producer = f"{self.model.producer_name} {self.model.producer_version}".strip()
+        producer = f"{self.model.producer_name} {self.model.producer_version}".strip()[:100]
         spec = {
             "format": weights_format.FORMAT_NAME,
             "version": weights_format.FORMAT_VERSION,
