@@ -309,9 +309,10 @@ cdef fm_activation _activation_struct(activation):
     if activation.name == "relu":
         a.alpha, a.beta = activation["negative_slope"], activation["threshold"]
         a.gamma = np.inf if activation["max_value"] is None else activation["max_value"]
-    elif activation.name in ("elu", "hard_sigmoid"):
+    elif activation.name == "elu":
         a.alpha = activation["alpha"]
-        a.beta = activation["beta"] if activation.name == "hard_sigmoid" else 0.0
+    elif activation.name == "hard_sigmoid":
+        a.alpha, a.beta = activation["alpha"], activation["beta"]
     elif activation.name == "gelu" and activation["approximate"]:
         a.kind = FM_ACT_GELU_TANH
     return a

@@ -111,7 +111,7 @@ V2_HEAVY_LAYERS = [
     {"type": "zeropad2d", "name": "pad", "padding": [[0, 1], [2, 0]]},
     {"type": "conv2d", "name": "conv2", "filters": 33, "kernel_size": [3, 3], "strides": [2, 2],
      "activation": {"name": "gelu", "approximate": True}},
-    {"type": "global_maxpool2d", "name": "gmp"},
+    {"type": "global_avgpool2d", "name": "gap"},  # split by channels in a team
     {"type": "dense", "name": "fc", "units": 40, "activation": "tanh"},
     {"type": "dense", "name": "logits", "units": 10, "activation": "softmax"},
 ]

@@ -190,9 +190,10 @@ def test_threads_and_isa_settings(mlp_path, monkeypatch):
         fastmnist.load(mlp_path, isa="sse9")
 
 
-def test_one_model_shared_by_python_threads(cnn_path):
+@pytest.mark.parametrize("which", ["cnn", "v2"])
+def test_one_model_shared_by_python_threads(request, which):
     """Calls from several threads at once (each releasing the GIL) give exactly the serial results."""
-    model = fastmnist.load(cnn_path, num_threads=2)
+    model = fastmnist.load(request.getfixturevalue(f"{which}_path"), num_threads=2)
     batches = [random_images(n, seed=n) for n in (1, 2, 5, 1, 9, 1, 3, 1)]
     expected = [model.predict_proba(b) for b in batches]
     failures = []

@@ -6,6 +6,8 @@
 #include "conv2d.h"
 #include "simd.h"
 
+_Static_assert(FM_DEPTHWISE_CHANNEL_ALIGN % FM_NR == 0, "a pixel's channels must be whole panels of FM_NR");
+
 void FM_FN(fm_depthwise_conv2d_f32)(float *out, const float *padded, const float *packed, const float *bias,
                                     const fm_window *w, size_t row_begin, size_t row_end, fm_activation activation)
 {

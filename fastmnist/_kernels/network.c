@@ -25,6 +25,8 @@
 #include "maxpool2d.h"
 #include "zeropad2d.h"
 
+_Static_assert(FM_BIAS_ALIGN % FM_DEPTHWISE_CHANNEL_ALIGN == 0, "depthwise fast paths load whole padded biases");
+
 #define MAX_TILE 64
 #define TILE_BUDGET_VALUES (256 * 1024)   /* one vector-stage buffer of a tile: about 1 MB */
 /* Below these a second thread costs more (waking it, a barrier per op) than it saves. Weights count on their
@@ -183,7 +185,7 @@ static void run_elementwise(const fm_network *net, const fm_op *op, float *dst, 
         net->kernels->activation(dst + begin * channels, (end - begin) * channels, op->activation);
 }
 
-/* One op on `images` images (always 1 for conv2d and maxpool2d), split across the team. */
+/* One op on `images` images (always 1 for the ops that take an image), split across the team. */
 static void run_op(const fm_network *net, const fm_op *op, float *dst, const float *src, size_t images,
                    workspace ws, int tid, int nth)
 {

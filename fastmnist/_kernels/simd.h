@@ -186,7 +186,7 @@ FM_ALWAYS_INLINE fm_vec fm_abs(fm_vec v) { return (fm_vec)((fm_ivec)v & 0x7fffff
  *   gelu tanh:   x sigmoid(2 y), 2 y = x (c1 + c2 x^2) rounded within 4u |2 y|, which sigmoid turns into
  *                4u |2 y| relative for negative y: 11u + 4u |2 y|;
  *   gelu:        0.5 x erfc(-x / sqrt2), erfc(t) = exp(-t^2) R(s), s = 1 / (1 + t / 2), R a degree-10
- *                polynomial fitted to erfc(t) exp(t^2) (within 5e-9 relative for t <= 9.4, 4 ulp evaluated
+ *                polynomial fitted to erfc(t) exp(t^2) (within 5e-9 relative for t <= 9.4, 4u evaluated
  *                in float32); t^2 = x^2 / 2 is carried with its rounding error so that exp(-t^2) keeps 4u: 24u
  *                in all, and under 1e-36 absolute below x = -13.2, where exp(-t^2) becomes 0.
  * The tests bound each against the float64 reference with these figures. */
