@@ -235,17 +235,18 @@ def _read_model(source: Any) -> tuple[Any, str]:
 def _check_no_external_data(graph: Any, where: str) -> None:
     """Refuse tensors stored outside the file before any is read: their location could name any file."""
     def check(tensor: Any, owner: str) -> None:
+        name = _short(tensor.name)
         if tensor.data_location == _EXTERNAL or len(tensor.external_data):
-            raise OnnxImportError(f"{where}: {owner} tensor '{tensor.name}' keeps its data in an external file; "
+            raise OnnxImportError(f"{where}: {owner} tensor '{name}' keeps its data in an external file; "
                                   "only self-contained models are accepted (save with all tensors inside)")
 
     if len(graph.sparse_initializer):
-        raise OnnxImportError(f"{where}: graph '{graph.name}' has sparse initializers, which are not supported")
+        raise OnnxImportError(f"{where}: graph '{_short(graph.name)}' has sparse initializers, which are not supported")
     for tensor in graph.initializer:
         check(tensor, "initializer")
     for node in graph.node:
         for attribute in node.attribute:
-            owner = f"node '{node.name}' ({node.op_type}) attribute '{attribute.name}'"
+            owner = f"node '{_short(node.name)}' ({_short(node.op_type)}) attribute '{_short(attribute.name)}'"
             tensors = [attribute.t] if attribute.HasField("t") else []
             for sparse in ([attribute.sparse_tensor] if attribute.HasField("sparse_tensor") else []) + list(
                     attribute.sparse_tensors):
@@ -258,29 +259,30 @@ def _check_no_external_data(graph: Any, where: str) -> None:
 
 def _to_array(tensor: Any, where: str) -> np.ndarray:
     """A TensorProto as a NumPy array, with its dims and data size checked before anything is allocated."""
+    name = _short(tensor.name)
     dtype = _DTYPES.get(tensor.data_type)
     if dtype is None:
-        raise OnnxImportError(f"{where}: tensor '{tensor.name}' has data type {tensor.data_type}, expected one of "
+        raise OnnxImportError(f"{where}: tensor '{name}' has data type {tensor.data_type}, expected one of "
                               "float, double, float16, int8/16/32/64, uint8, bool")
     dims = tuple(tensor.dims)
     if len(dims) > MAX_RANK or any(d < 0 for d in dims):
-        raise OnnxImportError(f"{where}: tensor '{tensor.name}' has dims {dims}, expected at most {MAX_RANK} "
+        raise OnnxImportError(f"{where}: tensor '{name}' has dims {_short(str(dims))}, expected at most {MAX_RANK} "
                               "non-negative sizes")
     count = math.prod(dims)
     itemsize = np.dtype(dtype).itemsize
     if count * itemsize > MAX_TENSOR_BYTES:
-        raise OnnxImportError(f"{where}: tensor '{tensor.name}' of dims {dims} needs {count * itemsize} bytes, "
+        raise OnnxImportError(f"{where}: tensor '{name}' of dims {dims} needs {count * itemsize} bytes, "
                               f"expected at most {MAX_TENSOR_BYTES}")
     if tensor.HasField("segment"):
-        raise OnnxImportError(f"{where}: tensor '{tensor.name}' is segmented, which is not supported")
+        raise OnnxImportError(f"{where}: tensor '{name}' is segmented, which is not supported")
     if tensor.raw_data:
         if len(tensor.raw_data) != count * itemsize:
-            raise OnnxImportError(f"{where}: tensor '{tensor.name}' of dims {dims} holds {len(tensor.raw_data)} "
+            raise OnnxImportError(f"{where}: tensor '{name}' of dims {dims} holds {len(tensor.raw_data)} "
                                   f"bytes, expected {count * itemsize}")
         return np.frombuffer(tensor.raw_data, dtype=np.dtype(dtype).newbyteorder("<")).astype(dtype).reshape(dims)
     values = getattr(tensor, _TYPED_FIELDS.get(tensor.data_type, "int32_data"))
     if len(values) != count:
-        raise OnnxImportError(f"{where}: tensor '{tensor.name}' of dims {dims} holds {len(values)} values, "
+        raise OnnxImportError(f"{where}: tensor '{name}' of dims {dims} holds {len(values)} values, "
                               f"expected {count}")
     if dtype in (np.float32, np.float64):
         return np.array(values, dtype=dtype).reshape(dims)
@@ -288,7 +290,7 @@ def _to_array(tensor: Any, where: str) -> np.ndarray:
     storage = np.uint16 if dtype == np.float16 else dtype  # float16 values are stored as their bit patterns
     info = np.iinfo(storage) if storage != np.bool_ else np.iinfo(np.uint8)
     if integers.size and (integers.min() < info.min or integers.max() > (1 if dtype == np.bool_ else info.max)):
-        raise OnnxImportError(f"{where}: tensor '{tensor.name}' holds values outside the range of its type")
+        raise OnnxImportError(f"{where}: tensor '{name}' holds values outside the range of its type")
     return integers.astype(storage).view(dtype).reshape(dims) if dtype == np.float16 else \
         integers.astype(dtype).reshape(dims)
 
@@ -382,24 +384,24 @@ class _Converter:
         inputs = [i for i in self.graph.input if i.name not in self.values]
         if len(inputs) != 1:
             raise _fail(self.where, f"the graph has {len(inputs)} inputs besides its initializers "
-                        f"({', '.join(i.name for i in inputs)}), expected 1 (the images)")
+                        f"({_short(', '.join(i.name for i in inputs))}), expected 1 (the images)")
         value = inputs[0]
         tensor_type = value.type.tensor_type
         if not value.type.HasField("tensor_type") or tensor_type.elem_type != 1:
-            raise _fail(self.where, f"input '{value.name}' is not a float32 tensor")
+            raise _fail(self.where, f"input '{_short(value.name)}' is not a float32 tensor")
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor_type.shape.dim]
         shape = tuple(dims[1:])
         accepted = {(1, 28, 28): ((28, 28, 1), (2, 0, 1)), (28, 28, 1): ((28, 28, 1), (0, 1, 2)),
                     (28, 28): ((28, 28, 1), None), (784,): ((784,), None)}
         if not dims or shape not in accepted:
-            raise _fail(self.where, f"input '{value.name}' has shape {dims}, expected (N, 1, 28, 28), "
-                        "(N, 28, 28, 1), (N, 28, 28) or (N, 784)")
+            raise _fail(self.where, f"input '{_short(value.name)}' has shape {_short(str(dims))}, expected "
+                        "(N, 1, 28, 28), (N, 28, 28, 1), (N, 28, 28) or (N, 784)")
         self.input_engine_shape, order = accepted[shape]
         self.input_shape = shape
         self.fixed_batch = dims[0] if dims[0] else None
         if self.fixed_batch is not None and self.fixed_batch > MAX_FIXED_BATCH:
-            raise _fail(self.where, f"input '{value.name}' fixes the batch size to {self.fixed_batch}, expected at "
-                        f"most {MAX_FIXED_BATCH} (or a symbolic batch size)")
+            raise _fail(self.where, f"input '{_short(value.name)}' fixes the batch size to {self.fixed_batch}, "
+                        f"expected at most {MAX_FIXED_BATCH} (or a symbolic batch size)")
         self.batch = self.fixed_batch or PROBE_BATCH
         self.engine_shape = self.input_engine_shape
         positions = np.arange(784, dtype=np.int64).reshape(self.input_engine_shape)
@@ -407,7 +409,7 @@ class _Converter:
         self.values[value.name] = _Tensor(self.head, shape, index)
 
     def _convert_node(self, position: int, node: Any) -> None:
-        where = f"{self.where}: node {position} '{node.name}' ({node.op_type})"
+        where = f"{self.where}: node {position} '{_short(node.name)}' ({_short(node.op_type)})"
         if node.domain not in ("", "ai.onnx"):
             raise OnnxImportError(f"{where}: op domain '{node.domain}' is not supported; supported ops "
                                   f"(default domain): {', '.join(SUPPORTED_OPS)}")
@@ -418,8 +420,9 @@ class _Converter:
             elif name in self.values:
                 inputs.append(self.values[name])
             else:
-                raise OnnxImportError(f"{where}: reads '{name}', which no earlier node produces (the graph must be "
-                                      "topologically sorted, and only the first output of a node is available)")
+                raise OnnxImportError(f"{where}: reads '{_short(name)}', which no earlier node produces (the graph "
+                                      "must be topologically sorted, and only the first output of a node is "
+                                      "available)")
         dynamic = [value for value in inputs if isinstance(value, _Tensor)]
         op = node.op_type
         try:
@@ -452,10 +455,10 @@ class _Converter:
                 raise OnnxImportError(f"{where}: more than {MAX_ELEMENTWISE_DEPTH} element-wise operations in a row; "
                                       "expected them to be activations or constants folded between layers")
             if name in self.values:
-                raise OnnxImportError(f"{where}: output '{name}' is produced twice")
+                raise OnnxImportError(f"{where}: output '{_short(name)}' is produced twice")
             if name:
                 if isinstance(value, np.ndarray) and value.nbytes > MAX_TENSOR_BYTES:
-                    raise OnnxImportError(f"{where}: output '{name}' would need {value.nbytes} bytes")
+                    raise OnnxImportError(f"{where}: output '{_short(name)}' would need {value.nbytes} bytes")
                 self.values[name] = value
 
     # -- run-time tensors: layout, materialisation and layers
@@ -768,7 +771,12 @@ def _close(value: float, expected: float) -> bool:
 
 
 def _unsupported(op: str) -> OnnxImportError:
-    return OnnxImportError(f"op '{op}' is not supported; supported ops: {', '.join(SUPPORTED_OPS)}")
+    return OnnxImportError(f"op '{_short(op)}' is not supported; supported ops: {', '.join(SUPPORTED_OPS)}")
+
+
+def _short(text: str, limit: int = 80) -> str:
+    """A name from the file, cut for an error message (a hostile file may make it any length)."""
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -938,7 +946,7 @@ def _const_constant(c: _Converter, node: _Node, inputs: list[Any]) -> list[Any]:
     kinds = {"value": "tensor", "value_float": "float", "value_floats": "floats", "value_int": "int",
              "value_ints": "ints"}
     if name not in kinds:
-        raise node.fail(f"attribute '{name}' is not supported; expected one of {', '.join(kinds)}")
+        raise node.fail(f"attribute '{_short(name)}' is not supported; expected one of {', '.join(kinds)}")
     value = node.attr(name, kinds[name])
     dtype = np.int64 if kinds[name] in ("int", "ints") else np.float32
     return [np.asarray(value, dtype=dtype) if not isinstance(value, np.ndarray) else value]
