@@ -896,8 +896,9 @@ def _pads(node: _Node, size: tuple[int, int], kernel: tuple[int, int], strides: 
     return (pads[0], pads[2]), (pads[1], pads[3])
 
 
-def _window_settings(node: _Node, h: int, w: int, kernel: tuple[int, int]):
-    """strides, explicit padding and output size of a convolution or pooling window; checks dilations."""
+def _window_settings(node: _Node, h: int, w: int, kernel: tuple[int, int], extra=((0, 0), (0, 0))):
+    """strides, padding and output size of a convolution or pooling window on an (h, w) input padded by `extra`
+    before the node pads it; checks dilations."""
     if any(not 1 <= k <= 1024 for k in kernel):
         raise node.fail(f"window {kernel}, expected sizes from 1 to 1024")
     dilations = node.attr("dilations", "ints", [1, 1])
@@ -906,7 +907,9 @@ def _window_settings(node: _Node, h: int, w: int, kernel: tuple[int, int]):
     strides = node.attr("strides", "ints", [1, 1])
     if len(strides) != 2 or any(not 1 <= s <= 1024 for s in strides):
         raise node.fail(f"strides {strides}, expected two integers from 1 to 1024")
-    padding = _pads(node, (h, w), kernel, tuple(strides))
+    (top, bottom), (left, right) = extra
+    padding = tuple((before + more_before, after + more_after) for (before, after), (more_before, more_after) in
+                    zip(_pads(node, (h + top + bottom, w + left + right), kernel, tuple(strides)), extra))
     out = []
     for n, k, s, (before, after) in zip((h, w), kernel, strides, padding):
         span = n + before + after - k
@@ -1195,6 +1198,12 @@ def _activation_of(node: _Node, inputs: list[Any]) -> Any:
         return op.lower()
     if op == "LeakyRelu":
         return {"name": "relu", "negative_slope": node.attr("alpha", "float", 0.01)}
+    if op == "PRelu":
+        slope = node.float_constant(inputs, 1, "slope")
+        if slope.size == 0 or not _is_uniform(slope) or not slope.ravel()[0] >= 0:
+            raise node.fail(f"slope of shape {slope.shape} is not one non-negative number; only a single slope "
+                            "(nn.PReLU() with num_parameters=1) is supported")
+        return {"name": "relu", "negative_slope": float(slope.ravel()[0])}
     if op == "Elu":
         alpha = node.attr("alpha", "float", 1.0)
         return "elu" if alpha == 1.0 else {"name": "elu", "alpha": alpha}
@@ -1280,7 +1289,12 @@ def _conv(c: _Converter, node: _Node, inputs: list[Any]) -> list[Any]:
     if bias is not None and bias.shape != (out_c,):
         raise node.fail(f"B has shape {bias.shape}, expected ({out_c},)")
     group = node.attr("group", "int", 1)
-    strides, padding, (h_out, w_out) = _window_settings(node, h, w, (kh, kw))
+    extra = ((0, 0), (0, 0))
+    if c.layers and c.layers[-1]["type"] == "zeropad2d":
+        # Zero padding, then a convolution: the convolution with both paddings, one layer and one copy fewer.
+        (top, bottom), (left, right) = extra = tuple(map(tuple, c.layers.pop()["padding"]))
+        h, w = h - top - bottom, w - left - right
+    strides, padding, (h_out, w_out) = _window_settings(node, h, w, (kh, kw), extra)
     common = {"kernel_size": [kh, kw], "strides": strides, "padding": padding, "activation": "linear",
               "use_bias": bias is not None}
     params = {} if bias is None else {"bias": bias}
@@ -1387,8 +1401,8 @@ _TENSOR_OPS: dict[str, Callable] = {
     "Flatten": _flatten, "Reshape": _reshape, "Transpose": _transpose,
     "Squeeze": _squeeze_or_unsqueeze, "Unsqueeze": _squeeze_or_unsqueeze,
     "Add": _binary, "Sub": _binary, "Mul": _binary, "Div": _binary,
-    **{op: _activation for op in ("Relu", "LeakyRelu", "Elu", "Selu", "Tanh", "Sigmoid", "HardSigmoid", "Clip",
-                                  "Softplus", "Gelu", "Erf")},
+    **{op: _activation for op in ("Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Tanh", "Sigmoid", "HardSigmoid",
+                                  "Clip", "Softplus", "Gelu", "Erf")},
     "Softmax": _softmax, "LogSoftmax": _softmax,
     "Gemm": _gemm, "MatMul": _matmul, "Conv": _conv,
     "MaxPool": _pool, "AveragePool": _pool, "GlobalAveragePool": _global_pool, "GlobalMaxPool": _global_pool,

@@ -747,3 +747,28 @@ def test_sparse_initializers_and_huge_fixed_batches_are_refused():
     nodes = [node("Flatten", ["x"], "f"), node("Gemm", ["f", "w"], "y")]
     with pytest.raises(OnnxImportError, match="fixes the batch size to 100000, expected at most 4096"):
         convert_onnx(make_model(nodes, {"w": weights((784, 10), 1)}, input_shape=(100000, 784)))
+
+
+@pytest.mark.parametrize("group, conv_attributes, out_hw", [
+    (1, {}, (26, 28)), (1, {"pads": [1, 0, 0, 1], "strides": [2, 2]}, (14, 15)),
+    (2, {"auto_pad": "SAME_UPPER"}, (28, 30))])
+def test_zero_pad_before_a_conv_is_folded_into_its_padding(tmp_path, group, conv_attributes, out_hw):
+    """Pad (top 2, left 1, right 3) of a 26 x 26 map: 28 x 30 before the second convolution's own padding."""
+    nodes = [node("Conv", ["x", "w1"], "c1"), node("Relu", ["c1"], "r"), node("Pad", ["r", "pads"], "p"),
+             node("Conv", ["p", "w2"], "c2", group=group, **conv_attributes)]
+    tail, initializers = dense_head(nodes, "c2", 4 * out_hw[0] * out_hw[1])
+    initializers.update(w1=weights((2, 1, 3, 3), 1), w2=weights((4, 2 // group, 3, 3), 2),
+                        pads=np.array([0, 0, 2, 1, 0, 0, 0, 3], np.int64))
+    engine, conversion = check(make_model(nodes + tail, initializers), tmp_path)
+    assert layer_types(conversion) == ["conv2d", "depthwise_conv2d" if group == 2 else "conv2d", "flatten", "dense"]
+
+
+def test_prelu_with_one_slope_becomes_leaky_relu_and_per_channel_slopes_are_refused(tmp_path):
+    nodes = [node("Conv", ["x", "w"], "c"), node("PRelu", ["c", "slope"], "r")]
+    tail, initializers = dense_head(nodes, "r", 3 * 26 * 26)
+    initializers.update(w=weights((3, 1, 3, 3), 1), slope=np.full((1, 1, 1), 0.25, np.float32))
+    engine, conversion = check(make_model(nodes + tail, initializers), tmp_path)
+    assert conversion.spec["layers"][0]["activation"] == {"name": "relu", "negative_slope": 0.25}
+    initializers["slope"] = np.array([0.1, 0.2, 0.3], np.float32).reshape(3, 1, 1)
+    with pytest.raises(OnnxImportError, match=r"node 1 'r' \(PRelu\): slope of shape \(3, 1, 1\) is not one"):
+        convert_onnx(make_model(nodes + tail, initializers))
