@@ -63,7 +63,14 @@ def seed_models() -> dict[str, bytes]:
         node("MatMul", ["f", "w2"], "mm"), node("Add", ["mm", "b2"], "y")],
         {"w": weights((3, 1, 3, 3), 8), "b": weights((3,), 9), "w2": weights((3 * 13 * 13, 10), 10, 0.05),
          "b2": weights((10,), 11)}, input_shape=("N", 28, 28, 1), opset=11)
-    models = {"conv_net": conv_net(), "mlp": mlp(), "gelu_bn": gelu_bn, "nhwc": nhwc}
+    pad_prelu = make_model([
+        node("Conv", ["x", "w1"], "c1"), node("PRelu", ["c1", "slope"], "r"), node("Pad", ["r", "pads"], "p"),
+        node("Conv", ["p", "w2", "b2"], "c2", group=2, strides=[2, 2]), node("Elu", ["c2"], "e"),
+        node("GlobalAveragePool", ["e"], "g"), node("Flatten", ["g"], "f"), node("Gemm", ["f", "w3"], "y")],
+        {"w1": weights((2, 1, 3, 3), 12), "slope": np.array([0.2], np.float32),
+         "pads": np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "w2": weights((6, 1, 3, 3), 13),
+         "b2": weights((6,), 14), "w3": weights((6, 10), 15)}, opset=18)
+    models = {"conv_net": conv_net(), "mlp": mlp(), "gelu_bn": gelu_bn, "nhwc": nhwc, "pad_prelu": pad_prelu}
     serialised = {name: model.SerializeToString() for name, model in models.items()}
     for name in ("bn_cnn.torchscript.onnx", "bn_cnn.dynamo.onnx", "lenet5.torchscript.onnx", "mlp.dynamo.onnx"):
         serialised[name] = (FIXTURES / name).read_bytes()

@@ -18,3 +18,12 @@ def test_mutated_onnx_files_are_refused_clearly_or_imported_correctly():
     assert counts["refused"] + counts["imported"] == CASES
     # The mutants reach both ends: some are still models that import, most are refused.
     assert counts["imported"] >= 10 and counts["refused"] >= CASES // 2
+
+
+def test_every_seed_model_imports_before_it_is_mutated(tmp_path):
+    from onnx_fuzzer import check_case, seed_models
+
+    for name, data in seed_models().items():
+        path = tmp_path / "seed.onnx"
+        path.write_bytes(data)
+        assert check_case(path, tmp_path)["outcome"] == "imported", name
