@@ -7,9 +7,10 @@ run time. A run-time tensor remembers where each of its ONNX (NCHW) elements sit
 output, so Transpose, Reshape and Flatten cost nothing: convolution kernels are transposed to HWIO and the
 rows of the first dense layer after a flatten are permuted instead. It also carries the element-wise
 operations applied since the last layer; a layer that consumes it turns them into what the format has: an
-affine map (Mul/Add/Sub/Div by constants, BatchNormalization) folded into the producing kernel, the input
-range or a batchnorm layer; activations fused into the producing kernel's epilogue; the exact GELU that
-exporters spell with Erf.
+affine map (Mul/Add/Sub/Div by constants, BatchNormalization) folded into the producing kernel, or, on the
+input, into the first layer's weights or the input range, else a batchnorm layer; activations fused into the
+producing kernel's epilogue (including the exact GELU that exporters spell with Erf); a zero Pad folded into
+the next convolution.
 
 `import_onnx` then runs the model with an independent executor (onnxruntime when installed, else onnx's
 reference evaluator) on reference images, stores its probabilities in the file, and writes the file only
