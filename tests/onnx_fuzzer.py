@@ -7,7 +7,10 @@ nothing crashes or hangs.
 Mutations: bytes (flips, truncation, insertion), tensor dims, attribute values and types, initializer data and
 data types, op types, graph wiring (inputs, node order, removed and duplicated nodes), the graph input's shape,
 the opset and external-data fields. Each case runs in a long-lived worker process; a worker that dies is a
-crash and one that takes longer than the timeout is a hang (both are restarted). tests/test_onnx_fuzz.py runs a
+crash and one that takes longer than the timeout is a hang (both are restarted). An imported mutant is checked
+on other images than the importer's own, within 1e-5 of the executor; mutated weights that make the model so
+ill-conditioned that float32 rounding alone moves probabilities further are counted apart, and must still
+agree to within 16 times the spread between the engine's fast and scalar paths. tests/test_onnx_fuzz.py runs a
 slice of this.
 """
 
@@ -29,6 +32,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 FIXTURES = HERE / "fixtures" / "onnx"
 ATOL = 1e-5  # engine vs the independent executor, as the importer itself checks
+ROUNDING_FACTOR = 16  # an ill-conditioned mutant may differ by this many times the engine's own rounding spread
 
 
 def seed_models() -> dict[str, bytes]:
@@ -272,12 +276,20 @@ def check_case(path: Path, workdir: Path) -> dict:
         conversion = convert_onnx(path)
         expected = executor_probabilities(conversion, images)
         got = fastmnist.load(out).predict_proba(images)
+        scalar = fastmnist.load(out, isa="scalar").predict_proba(images)
     except Exception as error:
         return {"outcome": "exception", "detail": f"after import: {type(error).__name__}: {str(error)[:300]}"}
     finally:
         out.unlink(missing_ok=True)
     error = float(np.abs(got - expected).max())
-    return {"outcome": "imported" if error <= ATOL else "mismatch", "detail": f"max difference {error:.3g}"}
+    if error <= ATOL:
+        return {"outcome": "imported", "detail": f"max difference {error:.3g}"}
+    # Mutated weights can make a model so ill-conditioned (logits in the thousands) that float32 rounding alone
+    # moves probabilities by more than ATOL. The engine's own two summation orders (fast path, scalar path) show
+    # how far: a conversion error is far beyond that spread, rounding is not.
+    spread = float(np.abs(got - scalar).max())
+    outcome = "ill_conditioned" if error <= ATOL + ROUNDING_FACTOR * spread else "mismatch"
+    return {"outcome": outcome, "detail": f"max difference {error:.3g}, fast vs scalar path {spread:.3g}"}
 
 
 def worker() -> None:
@@ -341,7 +353,7 @@ def fuzz(cases: int, seed: int = 0, timeout: float = 30.0, save: Path | None = N
             if result["outcome"] in ("hang", "crash"):
                 worker_process = None
             counts[result["outcome"]] += 1
-            if result["outcome"] not in ("refused", "imported"):
+            if result["outcome"] not in ("refused", "imported", "ill_conditioned"):
                 failures.append((case, description, result))
                 if save is not None:
                     save.mkdir(parents=True, exist_ok=True)
@@ -369,7 +381,8 @@ def main() -> int:
     for case, description, result in failures[:50]:
         print(f"case {case} ({description}): {result['outcome']}: {result['detail']}")
     print(f"{args.cases} mutants (seed {args.seed}) in {time.monotonic() - started:.0f} s: "
-          f"{counts['refused']} refused, {counts['imported']} imported and matching, {counts['mismatch']} mismatches, "
+          f"{counts['refused']} refused, {counts['imported']} imported and matching, {counts['ill_conditioned']} "
+          f"imported with ill-conditioned weights (matching to float32 rounding), {counts['mismatch']} mismatches, "
           f"{counts['exception'] + counts['unclear']} other exceptions or unclear errors, {counts['crash']} crashes, "
           f"{counts['hang']} hangs")
     return 0 if not failures else 1

@@ -15,7 +15,7 @@ CASES = 300
 def test_mutated_onnx_files_are_refused_clearly_or_imported_correctly():
     counts, failures = fuzz(CASES, seed=20261201, timeout=60.0)
     assert not failures, "\n".join(f"case {case} ({what}): {result}" for case, what, result in failures[:10])
-    assert counts["refused"] + counts["imported"] == CASES
+    assert counts["refused"] + counts["imported"] + counts["ill_conditioned"] == CASES
     # The mutants reach both ends: some are still models that import, most are refused.
     assert counts["imported"] >= 10 and counts["refused"] >= CASES // 2
 
