@@ -47,26 +47,18 @@ def layer_types(conversion) -> list[str]:
     return [layer["type"] for layer in conversion.spec["layers"]]
 
 
-def dense_head(nodes, flat: str, features: int, seed: int = 20, output: str = "y"):
+def dense_head(flat: str, features: int):
     """Nodes and initializers that end a graph: Flatten(flat), Gemm to 10 logits."""
-    return ([node("Flatten", [flat], "head_flat"), node("Gemm", ["head_flat", "head_w", "head_b"], output)],
-            {"head_w": weights((features, 10), seed, 1.0 / math.sqrt(features)), "head_b": weights((10,), seed + 1)})
+    return ([node("Flatten", [flat], "head_flat"), node("Gemm", ["head_flat", "head_w", "head_b"], "y")],
+            {"head_w": weights((features, 10), 20, 1.0 / math.sqrt(features)), "head_b": weights((10,), 21)})
 
 
-def conv_model(conv_attributes: dict, filters: int = 4, kernel=(3, 3), opset: int = 17, after=None,
-               weight_shape=None, out_hw=None):
-    """x -> Conv(attributes) [-> after] -> Flatten -> Gemm; the output size is computed by the caller."""
-    in_per_group = 1
-    shape = weight_shape or (filters, in_per_group, *kernel)
+def conv_model(conv_attributes: dict, out_hw: tuple[int, int], filters: int = 4):
+    """x -> Conv 3x3 (attributes) -> Flatten -> Gemm; `out_hw` is the conv's output size, worked out by the caller."""
     nodes = [node("Conv", ["x", "w", "b"], "conv", **conv_attributes)]
-    last = "conv"
-    if after is not None:
-        nodes.append(node(after, ["conv"], "after"))
-        last = "after"
-    h, w = out_hw
-    tail, initializers = dense_head(nodes, last, shape[0] * h * w)
-    initializers.update(w=weights(shape, 11), b=weights((shape[0],), 12))
-    return make_model(nodes + tail, initializers, opset=opset)
+    tail, initializers = dense_head("conv", filters * out_hw[0] * out_hw[1])
+    initializers.update(w=weights((filters, 1, 3, 3), 11), b=weights((filters,), 12))
+    return make_model(nodes + tail, initializers)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -134,7 +126,7 @@ def test_depthwise_conv_with_a_multiplier_reproduces_the_executor(tmp_path):
     nodes = [node("Conv", ["x", "w1"], "c1", pads=[1, 1, 1, 1]),
              node("Conv", ["c1", "w2", "b2"], "dw", group=3, strides=[2, 2]),
              node("Relu", ["dw"], "r")]
-    tail, initializers = dense_head(nodes, "r", 6 * 13 * 13)
+    tail, initializers = dense_head("r", 6 * 13 * 13)
     initializers.update(w1=weights((3, 1, 3, 3), 1), w2=weights((6, 1, 3, 3), 2), b2=weights((6,), 3))
     engine, conversion = check(make_model(nodes + tail, initializers), tmp_path)
     assert layer_types(conversion) == ["conv2d", "depthwise_conv2d", "flatten", "dense"]
@@ -148,7 +140,7 @@ def test_depthwise_conv_with_a_multiplier_reproduces_the_executor(tmp_path):
 ])
 def test_conv_refuses_dilation_and_other_groups(attributes, weight_shape, message):
     nodes = [node("Conv", ["x", "w1"], "c1", pads=[1, 1, 1, 1]), node("Conv", ["c1", "w"], "conv", **attributes)]
-    tail, initializers = dense_head(nodes, "conv", 4 * 24 * 24)
+    tail, initializers = dense_head("conv", 4 * 24 * 24)
     initializers.update(w1=weights((4, 1, 3, 3), 1), w=weights(weight_shape, 2))
     with pytest.raises(OnnxImportError, match=r"node 1 'conv' \(Conv\): " + message):
         convert_onnx(make_model(nodes + tail, initializers))
@@ -194,7 +186,7 @@ def test_conv_on_a_transposed_map_is_refused():
 ])
 def test_pooling_reproduces_the_executor(tmp_path, op, attributes, out_hw):
     nodes = [node("Conv", ["x", "w"], "c"), node("Relu", ["c"], "r"), node(op, ["r"], "pool", **attributes)]
-    tail, initializers = dense_head(nodes, "pool", 3 * out_hw[0] * out_hw[1])
+    tail, initializers = dense_head("pool", 3 * out_hw[0] * out_hw[1])
     initializers["w"] = weights((3, 1, 3, 3), 1)
     engine, conversion = check(make_model(nodes + tail, initializers), tmp_path)
     pool = conversion.spec["layers"][1]
@@ -229,7 +221,7 @@ def test_zero_pad_becomes_a_zeropad_layer(tmp_path, opset):
     else:
         nodes.append(node("Pad", ["r", "pads"], "p"))
         initializers["pads"] = np.array(pads, np.int64)
-    tail, head = dense_head(nodes, "p", 2 * 28 * 30)
+    tail, head = dense_head("p", 2 * 28 * 30)
     engine, conversion = check(make_model(nodes + tail, initializers | head, opset=opset), tmp_path)
     assert conversion.spec["layers"][1] == {"type": "zeropad2d", "name": "p", "padding": [[2, 0], [1, 3]]}
 
@@ -385,14 +377,12 @@ def test_torch_style_flatten_through_shape_gather_concat_reshape(tmp_path):
 
 
 def test_squeeze_and_unsqueeze_are_layout_only(tmp_path):
-    nodes = [node("GlobalAveragePool", ["x"], "g0"), node("Conv", ["x", "w"], "c"), node("Relu", ["c"], "r"),
+    nodes = [node("Conv", ["x", "w"], "c"), node("Relu", ["c"], "r"),
              node("GlobalMaxPool", ["r"], "g"), node("Squeeze", ["g", "axes23"], "s"),
              node("Unsqueeze", ["s", "axes1"], "u"), node("Squeeze", ["u", "axes1"], "v"),
              node("Gemm", ["v", "w2"], "y")]
     initializers = {"w": weights((6, 1, 3, 3), 1), "axes23": np.array([2, 3], np.int64),
                     "axes1": np.array([1], np.int64), "w2": weights((6, 10), 2)}
-    # g0 is computed and never used: only the chain to the output matters.
-    nodes = nodes[1:]
     engine, conversion = check(make_model(nodes, initializers), tmp_path)
     assert layer_types(conversion) == ["conv2d", "global_maxpool2d", "dense"]
 
@@ -459,7 +449,7 @@ def test_batchnorm_on_a_vector_before_any_layer_with_a_kernel(tmp_path):
 def test_per_channel_mul_and_add_after_an_activation_become_a_batchnorm_layer(tmp_path):
     nodes = [node("Conv", ["x", "w"], "c"), node("Relu", ["c"], "r"), node("Mul", ["r", "scale"], "m"),
              node("Sub", ["m", "shift"], "s")]
-    tail, initializers = dense_head(nodes, "s", 3 * 26 * 26)
+    tail, initializers = dense_head("s", 3 * 26 * 26)
     initializers.update(w=weights((3, 1, 3, 3), 1), scale=np.array([0.5, 2.0, -1.0], np.float32).reshape(1, 3, 1, 1),
                         shift=np.array([0.1, 0.2, 0.3], np.float32).reshape(3, 1, 1))
     engine, conversion = check(make_model(nodes + tail, initializers), tmp_path)
@@ -468,7 +458,7 @@ def test_per_channel_mul_and_add_after_an_activation_become_a_batchnorm_layer(tm
 
 def test_constant_that_varies_within_a_channel_becomes_per_feature_after_a_flatten(tmp_path):
     nodes = [node("Conv", ["x", "w"], "c"), node("Relu", ["c"], "r"), node("Mul", ["r", "map"], "m")]
-    tail, initializers = dense_head(nodes, "m", 26 * 26)
+    tail, initializers = dense_head("m", 26 * 26)
     initializers.update(w=weights((1, 1, 3, 3), 1), map=weights((1, 26, 26), 2))
     engine, conversion = check(make_model(nodes + tail, initializers), tmp_path)
     assert layer_types(conversion) == ["conv2d", "flatten", "batchnorm", "dense"]
@@ -477,7 +467,7 @@ def test_constant_that_varies_within_a_channel_becomes_per_feature_after_a_flatt
 def test_constant_that_varies_within_a_channel_of_a_map_is_refused():
     nodes = [node("Conv", ["x", "w"], "c"), node("Relu", ["c"], "r"), node("Mul", ["r", "map"], "m"),
              node("MaxPool", ["m"], "p", kernel_shape=[2, 2], strides=[2, 2])]
-    tail, initializers = dense_head(nodes, "p", 13 * 13)
+    tail, initializers = dense_head("p", 13 * 13)
     initializers.update(w=weights((1, 1, 3, 3), 1), map=weights((1, 26, 26), 2))
     with pytest.raises(OnnxImportError, match="varies within a channel"):
         convert_onnx(make_model(nodes + tail, initializers))
@@ -756,7 +746,7 @@ def test_zero_pad_before_a_conv_is_folded_into_its_padding(tmp_path, group, conv
     """Pad (top 2, left 1, right 3) of a 26 x 26 map: 28 x 30 before the second convolution's own padding."""
     nodes = [node("Conv", ["x", "w1"], "c1"), node("Relu", ["c1"], "r"), node("Pad", ["r", "pads"], "p"),
              node("Conv", ["p", "w2"], "c2", group=group, **conv_attributes)]
-    tail, initializers = dense_head(nodes, "c2", 4 * out_hw[0] * out_hw[1])
+    tail, initializers = dense_head("c2", 4 * out_hw[0] * out_hw[1])
     initializers.update(w1=weights((2, 1, 3, 3), 1), w2=weights((4, 2 // group, 3, 3), 2),
                         pads=np.array([0, 0, 2, 1, 0, 0, 0, 3], np.int64))
     engine, conversion = check(make_model(nodes + tail, initializers), tmp_path)
@@ -765,7 +755,7 @@ def test_zero_pad_before_a_conv_is_folded_into_its_padding(tmp_path, group, conv
 
 def test_prelu_with_one_slope_becomes_leaky_relu_and_per_channel_slopes_are_refused(tmp_path):
     nodes = [node("Conv", ["x", "w"], "c"), node("PRelu", ["c", "slope"], "r")]
-    tail, initializers = dense_head(nodes, "r", 3 * 26 * 26)
+    tail, initializers = dense_head("r", 3 * 26 * 26)
     initializers.update(w=weights((3, 1, 3, 3), 1), slope=np.full((1, 1, 1), 0.25, np.float32))
     engine, conversion = check(make_model(nodes + tail, initializers), tmp_path)
     assert conversion.spec["layers"][0]["activation"] == {"name": "relu", "negative_slope": 0.25}
