@@ -642,7 +642,7 @@ class _Converter:
             self.input_scale, self.input_shift = a * self.input_scale, a * self.input_shift + b
             return
         channels = self.engine_shape[-1]
-        scale, shift = (self._per_channel(v, channels, node) for v in (scale, shift))
+        scale, shift = (self._per_channel(v, node) for v in (scale, shift))
         last = self.layers[-1]
         if last["type"] in FUSABLE and last["activation"] == "linear":
             # (x W + b) * s + t is one layer with W * s and b * s + t, per output channel (the kernel's last
@@ -659,7 +659,7 @@ class _Converter:
                   {"gamma": scale, "beta": shift, "moving_mean": np.zeros(channels),
                    "moving_variance": np.ones(channels)}, self.engine_shape, (), np.empty(0))
 
-    def _per_channel(self, value: np.ndarray, channels: int, node: _Node) -> np.ndarray:
+    def _per_channel(self, value: np.ndarray, node: _Node) -> np.ndarray:
         result = _per_channel_or_none(value, self.engine_shape)
         if result is None:
             raise node.fail("applies a constant that varies within a channel; expected one value per channel")
