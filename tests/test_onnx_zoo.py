@@ -65,6 +65,7 @@ def test_fixture_normalisation_is_folded_where_exact(tmp_path):
 
 def test_live_export_by_both_torch_exporters_reproduces_torch(tmp_path):
     torch = pytest.importorskip("torch", reason="the live export needs PyTorch")
+    pytest.importorskip("onnxscript", reason="torch's dynamo exporter needs onnxscript")
     nn = torch.nn
 
     torch.manual_seed(0)
