@@ -8,15 +8,18 @@ from .config import __version__, config, show_config
 from .errors import WeightsFormatError
 from .model import Model, load, shipped_models
 
-__all__ = ["Model", "WeightsFormatError", "__version__", "config", "export_keras", "load", "load_mnist",
-           "shipped_models", "show_config"]
+__all__ = ["Model", "WeightsFormatError", "__version__", "config", "export_keras", "import_onnx", "load",
+           "load_mnist", "shipped_models", "show_config"]
 
 
 def __getattr__(name: str):
-    # Imported on first use: exporting needs TensorFlow, which inference never does.
+    # Imported on first use: exporting needs TensorFlow and importing needs onnx, which inference never does.
     if name == "export_keras":
         from .export import export_keras
         return export_keras
+    if name == "import_onnx":
+        from .onnx_import import import_onnx
+        return import_onnx
     if name == "load_mnist":
         from .datasets import load_mnist
         return load_mnist

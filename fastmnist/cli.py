@@ -1,4 +1,4 @@
-"""The ``fastmnist`` command: train, export, eval, predict, gui, info.
+"""The ``fastmnist`` command: train, export, import, eval, predict, gui, info.
 
 Each subcommand imports what it needs when it runs, so ``eval``/``predict`` never load TensorFlow and
 ``--help`` is instant. Expected failures (a bad file, missing data, an optional package that is not
@@ -23,6 +23,7 @@ EXIT_ERROR = 2
 INSTALL_HINTS = {
     "train": "; install with: pip install 'fastmnist[train]'",
     "export": "; install with: pip install 'fastmnist[train]'",
+    "import": "; install with: pip install 'fastmnist[onnx]'",
     "predict": "; install with: pip install 'fastmnist[gui]'",
     "gui": "; install with: pip install 'fastmnist[gui]'",
 }
@@ -79,6 +80,19 @@ def _parser() -> argparse.ArgumentParser:
                         "default: 255 when it starts with a Rescaling by 1/100 or less (1/255, 1/127.5), else 1")
     export.set_defaults(run=_export)
 
+    onnx_import = commands.add_parser(
+        "import", help="import an ONNX model (e.g. from torch.onnx.export) to a weights file",
+        description="Convert an ONNX model to the fastmnist weights format, storing MNIST test images with the "
+        "probabilities an independent executor (onnxruntime) computes, and check that the engine reproduces "
+        "them on all 10,000 test images. --mean/--std: the input normalisation the model was trained with "
+        "(e.g. --mean 0.1307 --std 0.3081), folded into the file so the engine still takes pixels in [0, 1].")
+    onnx_import.add_argument("onnx_file", metavar="MODEL.onnx", help="an ONNX model")
+    onnx_import.add_argument("out", metavar="OUT.npz", help="weights file to write")
+    onnx_import.add_argument("--mean", type=float, help="the mean subtracted from pixels in [0, 1] (default: 0)")
+    onnx_import.add_argument("--std", type=float, help="the deviation they are divided by (default: 1)")
+    onnx_import.add_argument("--data", metavar="DIR", help="folder with the four MNIST IDX files")
+    onnx_import.set_defaults(run=_import)
+
     evaluate = commands.add_parser(
         "eval", help="accuracy and confusion matrix on the MNIST test set",
         description="Classify the 10,000 MNIST test images with the engine (no TensorFlow) and print the "
@@ -132,6 +146,20 @@ def _export(args: argparse.Namespace, argv: list[str]) -> int:
     path = export_keras(model, args.out, reference_images=x_test, metadata=metadata, input_max=conversion.input_max)
     print(f"exported to {path} (parity with Keras checked on {len(x_test)} test images)")
     print(f"output: {conversion.spec['metadata']['output']}; Keras input: pixels times {conversion.input_max:g}")
+    return 0
+
+
+def _import(args: argparse.Namespace, argv: list[str]) -> int:
+    from . import load
+    from .datasets import load_mnist
+    from .onnx_import import import_onnx
+
+    _, (x_test, y_test) = load_mnist(args.data)
+    path = import_onnx(args.onnx_file, args.out, mean=args.mean, std=args.std, reference_images=x_test)
+    model = load(path)
+    accuracy = float(np.mean(model.predict(x_test) == y_test))
+    print(f"imported to {path} ({model.metadata['output']}; parity with the independent executor checked on "
+          f"{len(x_test)} test images); test accuracy {accuracy:.2%}")
     return 0
 
 
