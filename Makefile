@@ -16,6 +16,10 @@ QT_TEST_LIBS := libgl1 libegl1 libfontconfig1 libdbus-1-3 libglib2.0-0 libxkbcom
 QT_APP_LIBS := $(QT_TEST_LIBS) libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 \
 	libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xkb1 libx11-xcb1
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+# What the tests need besides the package: every optional extra, and PyTorch (its CPU build) with onnxscript
+# for the test that exports fresh models with both of torch's ONNX exporters.
+TEST_EXTRAS := test,train,gui,onnx
+TEST_TORCH := torch==2.13.0 onnxscript
 
 .PHONY: app test bench wheel wheel-test clean
 
@@ -39,7 +43,7 @@ app: $(PYTHON)
 
 test: $(PYTHON)
 	$(call system_packages,$(QT_TEST_LIBS))
-	$(PYTHON) -m pip install --quiet '.[test,train,gui]'
+	$(PYTHON) -m pip install --quiet '.[$(TEST_EXTRAS)]' $(TEST_TORCH)
 	cd tests && ../$(VENV)/bin/pytest -p no:cacheprovider; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
 
@@ -70,7 +74,7 @@ wheel-test: wheel
 	python3 -m venv $(WHEEL_VENV)
 	mkdir -p $(NO_COMPILER_PATH) && ln -s "$(CURDIR)/$(WHEEL_VENV)/bin/python" $(NO_COMPILER_PATH)/python3
 	env PATH=$(NO_COMPILER_PATH) CC=/bin/false CXX=/bin/false $(WHEEL_VENV)/bin/python -m pip install --quiet \
-		--only-binary=:all: "$$(ls dist/fastmnist-*.whl)[test,train,gui]"
+		--only-binary=:all: "$$(ls dist/fastmnist-*.whl)[$(TEST_EXTRAS)]" $(TEST_TORCH)
 	cd tests && ! ../$(WHEEL_VENV)/bin/python -c "import gui" 2>/dev/null || \
 		{ echo "a top-level package 'gui' is installed" >&2; exit 1; }
 	cd tests && ../$(WHEEL_VENV)/bin/pytest -p no:cacheprovider; status=$$?; \
