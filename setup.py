@@ -21,6 +21,7 @@ from setuptools.command.build_ext import build_ext
 KERNELS = Path("fastmnist/_kernels")
 PLAIN_SOURCES = ["activation.c", "batchnorm.c", "conv2d.c", "cpu.c", "dense.c", "dispatch.c", "maxpool2d.c",
                  "network.c", "softmax.c"]
+INT8_SOURCES = ["conv2d_s8.c", "cpu_s8.c", "dense_s8.c", "dispatch_s8.c", "network_s8.c", "pool_u8.c"]
 SIMD_SOURCES = ["dense_simd.c", "conv2d_simd.c", "softmax_simd.c"]
 
 
@@ -81,11 +82,11 @@ class BuildKernels(build_ext):
 debug = _flag("FASTMNIST_DEBUG")
 extension = Extension(
     "fastmnist._engine",
-    sources=["fastmnist/_engine.pyx"] + [str(KERNELS / s) for s in PLAIN_SOURCES],
+    sources=["fastmnist/_engine.pyx"] + [str(KERNELS / s) for s in PLAIN_SOURCES + INT8_SOURCES],
     include_dirs=[np.get_include(), "fastmnist"],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
     # the per-ISA sources are compiled separately (BuildKernels); listed here so that a change relinks
-    depends=[str(p) for p in KERNELS.glob("*.h")] + [str(KERNELS / s) for s in SIMD_SOURCES] + ["fastmnist/_engine.pxd"],
+    depends=[str(p) for p in KERNELS.glob("*.h")] + [str(KERNELS / s) for s in SIMD_SOURCES] + ["fastmnist/_engine.pxd", "fastmnist/_engine_int8.pxi"],
 )
 
 setup(

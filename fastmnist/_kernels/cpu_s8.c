@@ -1,0 +1,50 @@
+#include "cpu_s8.h"
+
+const char *fm_s8_isa_name(fm_s8_isa isa)
+{
+    static const char *const names[FM_S8_ISA_COUNT] = {"scalar", "avx2", "avxvnni", "avx512vnni"};
+    return (unsigned)isa < FM_S8_ISA_COUNT ? names[isa] : "unknown";
+}
+
+int fm_s8_isa_compiled(fm_s8_isa isa)
+{
+    switch (isa) {
+    case FM_S8_ISA_SCALAR: return 1;
+#ifdef FM_HAVE_S8_AVX2
+    case FM_S8_ISA_AVX2: return 1;
+#endif
+#ifdef FM_HAVE_S8_AVXVNNI
+    case FM_S8_ISA_AVXVNNI: return 1;
+#endif
+#ifdef FM_HAVE_S8_AVX512VNNI
+    case FM_S8_ISA_AVX512VNNI: return 1;
+#endif
+    default: return 0;
+    }
+}
+
+int fm_s8_isa_supported(fm_s8_isa isa)
+{
+    if (!fm_s8_isa_compiled(isa))
+        return 0;
+#if defined(__x86_64__) || defined(__i386__)
+    /* __builtin_cpu_supports also checks that the OS saves the wide registers (XGETBV) */
+    __builtin_cpu_init();
+    if (isa == FM_S8_ISA_AVX2)
+        return __builtin_cpu_supports("avx2");
+    if (isa == FM_S8_ISA_AVXVNNI)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avxvnni");
+    if (isa == FM_S8_ISA_AVX512VNNI)
+        return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni");
+#endif
+    return 1;
+}
+
+fm_s8_isa fm_s8_isa_best(void)
+{
+    static const fm_s8_isa preference[] = {FM_S8_ISA_AVX512VNNI, FM_S8_ISA_AVXVNNI, FM_S8_ISA_AVX2};
+    for (unsigned i = 0; i < sizeof preference / sizeof preference[0]; i++)
+        if (fm_s8_isa_supported(preference[i]))
+            return preference[i];
+    return FM_S8_ISA_SCALAR;
+}
