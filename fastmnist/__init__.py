@@ -9,7 +9,7 @@ from .errors import WeightsFormatError
 from .model import Model, load, shipped_models
 
 __all__ = ["Model", "WeightsFormatError", "__version__", "config", "export_keras", "load", "load_mnist",
-           "shipped_models", "show_config"]
+           "quantize", "shipped_models", "show_config"]
 
 
 def __getattr__(name: str):
@@ -17,6 +17,9 @@ def __getattr__(name: str):
     if name == "export_keras":
         from .export import export_keras
         return export_keras
+    if name == "quantize":
+        from .quantize import quantize
+        return quantize
     if name == "load_mnist":
         from .datasets import load_mnist
         return load_mnist

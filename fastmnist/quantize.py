@@ -89,6 +89,13 @@ def quantize(source: str | os.PathLike, path: str | os.PathLike, calibration_ima
     return path
 
 
+def calibration_set(train_images: np.ndarray, count: int = DEFAULT_CALIBRATION_IMAGES) -> np.ndarray:
+    """`count` training images drawn without replacement with a fixed seed: every run calibrates alike."""
+    if not 1 <= count <= len(train_images):
+        raise ValueError(f"calibration images: {count}, expected 1 to {len(train_images)}")
+    return train_images[np.sort(np.random.default_rng(0).choice(len(train_images), count, replace=False))]
+
+
 def _as_float_images(images: np.ndarray) -> np.ndarray:
     a = np.asarray(images)
     if a.ndim not in (2, 3) or a.shape[1:] not in ((28, 28), (784,)) or len(a) == 0:
