@@ -7,6 +7,7 @@
 from .config import __version__, config, show_config
 from .errors import WeightsFormatError
 from .model import Model, load, shipped_models
+from .quantize import quantize  # the function, not its module (which holds the quantizer's helpers)
 
 __all__ = ["Model", "WeightsFormatError", "__version__", "config", "export_keras", "load", "load_mnist",
            "quantize", "shipped_models", "show_config"]
@@ -17,9 +18,6 @@ def __getattr__(name: str):
     if name == "export_keras":
         from .export import export_keras
         return export_keras
-    if name == "quantize":
-        from .quantize import quantize
-        return quantize
     if name == "load_mnist":
         from .datasets import load_mnist
         return load_mnist
