@@ -45,6 +45,8 @@ def int8_simd_variants() -> dict[str, list[str]]:
     if platform.machine().lower() in ("x86_64", "amd64"):
         return {"avx2": ["-mavx2", "-mfma"], "avxvnni": ["-mavx2", "-mfma", "-mavxvnni"],
                 "avx512vnni": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"]}
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return {"neon_i8mm": ["-march=armv8.2-a+i8mm"]}
     return {}
 
 

@@ -40,5 +40,6 @@ static inline size_t fm_conv2d_s8_scratch_size(const fm_window *w) { return 2 * 
 FM_DECLARE_CONV2D_S8_FAST(avx2)
 FM_DECLARE_CONV2D_S8_FAST(avxvnni)
 FM_DECLARE_CONV2D_S8_FAST(avx512vnni)
+FM_DECLARE_CONV2D_S8_FAST(neon_i8mm)
 
 #endif

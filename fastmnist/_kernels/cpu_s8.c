@@ -1,8 +1,15 @@
 #include "cpu_s8.h"
 
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP2_I8MM
+#define HWCAP2_I8MM (1UL << 13)
+#endif
+#endif
+
 const char *fm_s8_isa_name(fm_s8_isa isa)
 {
-    static const char *const names[FM_S8_ISA_COUNT] = {"scalar", "avx2", "avxvnni", "avx512vnni"};
+    static const char *const names[FM_S8_ISA_COUNT] = {"scalar", "avx2", "avxvnni", "avx512vnni", "neon_i8mm"};
     return (unsigned)isa < FM_S8_ISA_COUNT ? names[isa] : "unknown";
 }
 
@@ -18,6 +25,9 @@ int fm_s8_isa_compiled(fm_s8_isa isa)
 #endif
 #ifdef FM_HAVE_S8_AVX512VNNI
     case FM_S8_ISA_AVX512VNNI: return 1;
+#endif
+#ifdef FM_HAVE_S8_NEON_I8MM
+    case FM_S8_ISA_NEON_I8MM: return 1;
 #endif
     default: return 0;
     }
@@ -37,12 +47,17 @@ int fm_s8_isa_supported(fm_s8_isa isa)
     if (isa == FM_S8_ISA_AVX512VNNI)
         return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni");
 #endif
+#if defined(__aarch64__) && defined(__linux__)
+    if (isa == FM_S8_ISA_NEON_I8MM)
+        return (getauxval(AT_HWCAP2) & HWCAP2_I8MM) != 0;
+#endif
     return 1;
 }
 
 fm_s8_isa fm_s8_isa_best(void)
 {
-    static const fm_s8_isa preference[] = {FM_S8_ISA_AVX512VNNI, FM_S8_ISA_AVXVNNI, FM_S8_ISA_AVX2};
+    static const fm_s8_isa preference[] = {FM_S8_ISA_AVX512VNNI, FM_S8_ISA_AVXVNNI, FM_S8_ISA_AVX2,
+                                            FM_S8_ISA_NEON_I8MM};
     for (unsigned i = 0; i < sizeof preference / sizeof preference[0]; i++)
         if (fm_s8_isa_supported(preference[i]))
             return preference[i];

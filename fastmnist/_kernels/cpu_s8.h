@@ -9,7 +9,8 @@ typedef enum {
     FM_S8_ISA_AVX2 = 1,       /* x86-64 AVX2: bytes widened to 16 bits, VPMADDWD */
     FM_S8_ISA_AVXVNNI = 2,    /* x86-64 AVX-VNNI: VEX-encoded VPDPBUSD on 256-bit vectors */
     FM_S8_ISA_AVX512VNNI = 3, /* x86-64 AVX-512 VNNI: VPDPBUSD on 512-bit vectors */
-    FM_S8_ISA_COUNT = 4,
+    FM_S8_ISA_NEON_I8MM = 4,  /* AArch64 with the int8 matrix extension: USDOT */
+    FM_S8_ISA_COUNT = 5,
 } fm_s8_isa;
 
 const char *fm_s8_isa_name(fm_s8_isa isa);

@@ -37,5 +37,6 @@ static inline size_t fm_dense_s8_scratch_size(size_t rows, size_t in_dim)
 FM_DECLARE_DENSE_S8_FAST(avx2)
 FM_DECLARE_DENSE_S8_FAST(avxvnni)
 FM_DECLARE_DENSE_S8_FAST(avx512vnni)
+FM_DECLARE_DENSE_S8_FAST(neon_i8mm)
 
 #endif

@@ -32,6 +32,9 @@ static const fm_s8_kernels table[FM_S8_ISA_COUNT] = {
 #ifdef FM_HAVE_S8_AVX512VNNI
     [FM_S8_ISA_AVX512VNNI] = FM_S8_FAST_KERNELS(FM_S8_ISA_AVX512VNNI, avx512vnni),
 #endif
+#ifdef FM_HAVE_S8_NEON_I8MM
+    [FM_S8_ISA_NEON_I8MM] = FM_S8_FAST_KERNELS(FM_S8_ISA_NEON_I8MM, neon_i8mm),
+#endif
 };
 
 const fm_s8_kernels *fm_s8_kernels_for(fm_s8_isa isa)

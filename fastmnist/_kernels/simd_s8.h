@@ -5,11 +5,13 @@
  *  - AVX-512 VNNI and AVX-VNNI: one VPDPBUSD (no saturation: the 4 products are summed in 32 bits);
  *  - AVX2: the bytes widened to 16 bits and VPMADDWD, whose 16 x 16-bit products summed in pairs are exact.
  *    VPMADDUBSW would take the bytes as they are, but it saturates each pair sum to 16 bits: 255 * 127 * 2
- *    exceeds 32767, so it would be exact only with 7-bit weights, which cost accuracy. */
+ *    exceeds 32767, so it would be exact only with 7-bit weights, which cost accuracy;
+ *  - AArch64 with the int8 matrix extension (i8mm): one USDOT, unsigned x signed like VPDPBUSD. (SDOT alone
+ *    would need the inputs shifted to signed and a bias correction for every group it visits, which the
+ *    skipping of zero groups would make per block.) */
 #ifndef FM_SIMD_S8_H
 #define FM_SIMD_S8_H
 
-#include <immintrin.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -23,6 +25,12 @@
 #define FM_S8_CONCAT(a, b) FM_S8_CONCAT_(a, b)
 #define FM_S8_FN(name) FM_S8_CONCAT(name, FM_S8_ISA_SUFFIX) /* fm_dense_s8 -> fm_dense_s8__avx2 */
 #define FM_S8_INLINE static inline __attribute__((always_inline))
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#elif defined(__ARM_NEON)
+#include <arm_neon.h>
+#endif
 
 #if defined(__AVX512VNNI__) && defined(__AVX512BW__)
 #define FM_S8_LANES 16
@@ -65,8 +73,17 @@ FM_S8_INLINE fm_s8_acc fm_s8_dot4(fm_s8_acc acc, fm_s8_x x, fm_s8_w w)
 {
     return _mm256_add_epi32(acc, _mm256_hadd_epi32(_mm256_madd_epi16(w.lo, x), _mm256_madd_epi16(w.hi, x)));
 }
+#elif defined(__ARM_FEATURE_MATMUL_INT8)
+#define FM_S8_LANES 4
+#define FM_S8_MAX_ACC 16 /* of 32 registers */
+typedef int32x4_t fm_s8_acc;
+typedef uint8x16_t fm_s8_x;
+typedef int8x16_t fm_s8_w;
+FM_S8_INLINE fm_s8_x fm_s8_broadcast(uint32_t x4) { return vreinterpretq_u8_u32(vdupq_n_u32(x4)); }
+FM_S8_INLINE fm_s8_w fm_s8_load_w(const int8_t *w) { return vld1q_s8(w); }
+FM_S8_INLINE fm_s8_acc fm_s8_dot4(fm_s8_acc acc, fm_s8_x x, fm_s8_w w) { return vusdotq_s32(acc, x, w); }
 #else
-#error "the int8 fast paths need AVX2, AVX-VNNI or AVX-512 VNNI"
+#error "the int8 fast paths need AVX2, AVX-VNNI, AVX-512 VNNI or AArch64 i8mm"
 #endif
 
 /* The output channel (within a panel of FM_S8_LANES) whose 4 weights are packed at position p, so that
