@@ -23,7 +23,7 @@ PLAIN_SOURCES = ["activation.c", "batchnorm.c", "conv2d.c", "cpu.c", "dense.c", 
                  "network.c", "softmax.c"]
 INT8_SOURCES = ["conv2d_s8.c", "cpu_s8.c", "dense_s8.c", "dispatch_s8.c", "network_s8.c", "pool_u8.c"]
 SIMD_SOURCES = ["dense_simd.c", "conv2d_simd.c", "softmax_simd.c"]
-INT8_SIMD_SOURCES = ["dense_s8_simd.c", "conv2d_s8_simd.c"]
+INT8_SIMD_SOURCES = ["dense_s8_simd.c", "conv2d_s8_simd.c"]  # and gemm_s8_amx.c for AMX
 
 
 def _flag(name: str) -> bool:
@@ -40,13 +40,16 @@ def simd_variants() -> dict[str, tuple[int, list[str]]]:
     return {}
 
 
-def int8_simd_variants() -> dict[str, list[str]]:
-    """int8 ISA name -> compiler flags for this machine's architecture (cpu_s8.h lists the paths)."""
+def int8_simd_variants() -> dict[str, tuple[list[str], list[str]]]:
+    """int8 ISA name -> (sources, compiler flags) for this machine's architecture (cpu_s8.h lists the paths)."""
+    avx512 = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"]
     if platform.machine().lower() in ("x86_64", "amd64"):
-        return {"avx2": ["-mavx2", "-mfma"], "avxvnni": ["-mavx2", "-mfma", "-mavxvnni"],
-                "avx512vnni": ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"]}
+        return {"avx2": (INT8_SIMD_SOURCES, ["-mavx2", "-mfma"]),
+                "avxvnni": (INT8_SIMD_SOURCES, ["-mavx2", "-mfma", "-mavxvnni"]),
+                "avx512vnni": (INT8_SIMD_SOURCES, avx512),
+                "amx": (["gemm_s8_amx.c"], avx512 + ["-mamx-tile", "-mamx-int8"])}
     if platform.machine().lower() in ("aarch64", "arm64"):
-        return {"neon_i8mm": ["-march=armv8.2-a+i8mm"]}
+        return {"neon_i8mm": (INT8_SIMD_SOURCES, ["-march=armv8.2-a+i8mm"])}
     return {}
 
 
@@ -70,11 +73,11 @@ class BuildKernels(build_ext):
                     extra_postargs=base + flags, depends=[str(p) for p in KERNELS.glob("*.h")])
                 ext.extra_objects += objects
                 ext.define_macros.append((f"FM_HAVE_{isa.upper()}", "1"))
-            for isa, flags in int8_simd_variants().items():
+            for isa, (sources, flags) in int8_simd_variants().items():
                 if not self._accepts(flags):
                     continue
                 ext.extra_objects += self.compiler.compile(
-                    [str(KERNELS / s) for s in INT8_SIMD_SOURCES], output_dir=os.path.join(self.build_temp, "s8_" + isa),
+                    [str(KERNELS / s) for s in sources], output_dir=os.path.join(self.build_temp, "s8_" + isa),
                     macros=[("FM_S8_ISA_SUFFIX", isa)], extra_postargs=base + flags + ["-Wno-psabi"],
                     depends=[str(p) for p in KERNELS.glob("*.h")])
                 ext.define_macros.append((f"FM_HAVE_S8_{isa.upper()}", "1"))
@@ -105,7 +108,7 @@ extension = Extension(
     include_dirs=[np.get_include(), "fastmnist"],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
     # the per-ISA sources are compiled separately (BuildKernels); listed here so that a change relinks
-    depends=[str(p) for p in KERNELS.glob("*.h")] + [str(KERNELS / s) for s in SIMD_SOURCES + INT8_SIMD_SOURCES] + ["fastmnist/_engine.pxd", "fastmnist/_engine_int8.pxi"],
+    depends=[str(p) for p in KERNELS.glob("*.h")] + [str(KERNELS / s) for s in SIMD_SOURCES + INT8_SIMD_SOURCES + ["gemm_s8_amx.c"]] + ["fastmnist/_engine.pxd", "fastmnist/_engine_int8.pxi"],
 )
 
 setup(

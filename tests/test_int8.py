@@ -24,6 +24,7 @@ SOFTMAX_ATOL = 1e-6  # float32 softmax of 10 identical float32 logits against fl
 MLP_LAYERS = [
     {"type": "flatten", "name": "flat"},
     {"type": "dense", "name": "wide", "units": 129, "activation": "relu"},
+    {"type": "dense", "name": "tiled", "units": 64, "activation": "relu"},  # a multiple of 64 inputs next: AMX
     {"type": "dense", "name": "odd", "units": 45, "activation": "linear"},  # signed: a nonzero zero point
     {"type": "dense", "name": "capped", "units": 33, "activation": {"name": "relu", "max_value": 0.5}},
     {"type": "dense", "name": "smooth", "units": 17, "activation": "elu"},

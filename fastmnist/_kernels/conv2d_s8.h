@@ -28,7 +28,13 @@ void fm_conv2d_pad_u8(uint8_t *padded, const uint8_t *in, uint8_t zero_point, co
  * that are zero for a whole patch of pixels, listing the others in `scratch`: fm_conv2d_s8_scratch_size(w)
  * entries, private to the calling thread. */
 static inline size_t fm_conv2d_s8_row_groups(const fm_window *w) { return (w->k_w * w->in_c + 3) / 4; }
-static inline size_t fm_conv2d_s8_scratch_size(const fm_window *w) { return 2 * w->k_h * fm_conv2d_s8_row_groups(w); }
+static inline size_t fm_conv2d_s8_scratch_size(const fm_window *w)
+{
+    /* the lists of the VNNI paths, or the AMX path's im2col rows: whole tiles of 16 rows of taps padded to 64 */
+    const size_t lists = 2 * w->k_h * fm_conv2d_s8_row_groups(w);
+    const size_t im2col = (w->out_h * w->out_w + 15) / 16 * 16 * ((w->k_h * w->k_w * w->in_c + 63) / 64 * 64) / 4;
+    return lists > im2col ? lists : im2col;
+}
 
 #define FM_DECLARE_CONV2D_S8_FAST(isa)                                                                        \
     size_t fm_conv2d_s8_packed_size__##isa(const fm_window *w);                                              \
@@ -41,5 +47,6 @@ FM_DECLARE_CONV2D_S8_FAST(avx2)
 FM_DECLARE_CONV2D_S8_FAST(avxvnni)
 FM_DECLARE_CONV2D_S8_FAST(avx512vnni)
 FM_DECLARE_CONV2D_S8_FAST(neon_i8mm)
+FM_DECLARE_CONV2D_S8_FAST(amx)
 
 #endif

@@ -38,5 +38,9 @@ FM_DECLARE_DENSE_S8_FAST(avx2)
 FM_DECLARE_DENSE_S8_FAST(avxvnni)
 FM_DECLARE_DENSE_S8_FAST(avx512vnni)
 FM_DECLARE_DENSE_S8_FAST(neon_i8mm)
+/* AMX reads the AVX-512 VNNI packing (fm_dense_s8_pack__avx512vnni) */
+void fm_dense_s8__amx(void *out, const uint8_t *in, const int8_t *packed, const int32_t *folded_bias, size_t rows,
+                      size_t in_dim, size_t in_stride, size_t out_dim, size_t out_stride, const fm_requant *rq,
+                      uint32_t *scratch);
 
 #endif
