@@ -19,10 +19,10 @@ from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = Path("fastmnist/_kernels")
-PLAIN_SOURCES = ["activation.c", "batchnorm.c", "conv2d.c", "cpu.c", "dense.c", "dispatch.c", "maxpool2d.c",
-                 "network.c", "softmax.c"]
+PLAIN_SOURCES = ["activation.c", "avgpool2d.c", "batchnorm.c", "conv2d.c", "cpu.c", "dense.c", "depthwise_conv2d.c",
+                 "dispatch.c", "global_pool2d.c", "maxpool2d.c", "network.c", "softmax.c", "zeropad2d.c"]
 INT8_SOURCES = ["conv2d_s8.c", "cpu_s8.c", "dense_s8.c", "dispatch_s8.c", "network_s8.c", "pool_u8.c"]
-SIMD_SOURCES = ["dense_simd.c", "conv2d_simd.c", "softmax_simd.c"]
+SIMD_SOURCES = ["activation_simd.c", "dense_simd.c", "conv2d_simd.c", "depthwise_conv2d_simd.c", "softmax_simd.c"]
 INT8_SIMD_SOURCES = ["dense_s8_simd.c", "conv2d_s8_simd.c"]  # and gemm_s8_amx.c for AMX
 
 

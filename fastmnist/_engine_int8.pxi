@@ -5,7 +5,7 @@
 from libc.stdint cimport int8_t, int32_t, uint8_t
 
 from .int8_format import dequantize_scales, input_quantization, output_quantization, requantization
-from .layers import explicit_pads
+from .layers import Activation, Conv2D, Dense, Dropout, MaxPool2D, explicit_pads
 
 cdef extern from "_kernels/cpu_s8.h":
     ctypedef enum fm_s8_isa:

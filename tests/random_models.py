@@ -99,3 +99,19 @@ MLP_BN_ELU_LAYERS = [
     {"type": "activation", "name": "elu2", "activation": "elu"},
     {"type": "dense", "name": "logits", "units": 10, "activation": "softmax"},
 ]
+
+# Format version 2 at a size where a team of two threads splits each op of a single image (over 1M MACs).
+V2_HEAVY_LAYERS = [
+    {"type": "conv2d", "name": "conv1", "filters": 48, "kernel_size": [5, 5], "padding": [[2, 3], [1, 2]],
+     "activation": {"name": "relu", "max_value": 6.0}},
+    {"type": "depthwise_conv2d", "name": "dw", "kernel_size": [3, 3], "strides": [2, 2], "depth_multiplier": 2,
+     "padding": "same", "activation": "silu"},
+    {"type": "batchnorm", "name": "bn"},
+    {"type": "avgpool2d", "name": "avg", "pool_size": [2, 2], "strides": [1, 1], "padding": [[1, 0], [0, 1]]},
+    {"type": "zeropad2d", "name": "pad", "padding": [[0, 1], [2, 0]]},
+    {"type": "conv2d", "name": "conv2", "filters": 33, "kernel_size": [3, 3], "strides": [2, 2],
+     "activation": {"name": "gelu", "approximate": True}},
+    {"type": "global_avgpool2d", "name": "gap"},  # split by channels in a team
+    {"type": "dense", "name": "fc", "units": 40, "activation": "tanh"},
+    {"type": "dense", "name": "logits", "units": 10, "activation": "softmax"},
+]

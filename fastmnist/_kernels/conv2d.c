@@ -29,7 +29,7 @@ void fm_conv2d_f32(float *out, const float *in, const float *kernel, const float
             }
             y[out_c] = acc;
         }
-        if (activation != FM_ACTIVATION_SOFTMAX)
+        if (activation.kind != FM_ACT_SOFTMAX)
             fm_activation_f32(y, w->out_c, activation);
     }
 }
@@ -42,8 +42,10 @@ void fm_conv2d_pad_f32(float *padded, const float *in, const fm_window *w, size_
 {
     const size_t padded_w = fm_conv2d_padded_w(w);
     const size_t row_values = padded_w * w->in_c;
-    /* columns of the padded row that hold input: [pad_left, pad_left + copy_w) */
-    const size_t copy_w = w->in_w < padded_w - w->pad_left ? w->in_w : padded_w - w->pad_left;
+    /* columns of the padded row that hold input: [left, left + copy_w); an explicit left pad can be wider
+     * than the columns the windows read */
+    const size_t left = w->pad_left < padded_w ? w->pad_left : padded_w;
+    const size_t copy_w = w->in_w < padded_w - left ? w->in_w : padded_w - left;
     for (size_t y = row_begin; y < row_end; y++) {
         float *row = padded + y * row_values;
         const ptrdiff_t in_y = (ptrdiff_t)y - (ptrdiff_t)w->pad_top;
@@ -51,8 +53,8 @@ void fm_conv2d_pad_f32(float *padded, const float *in, const fm_window *w, size_
             memset(row, 0, row_values * sizeof(float));
             continue;
         }
-        memset(row, 0, w->pad_left * w->in_c * sizeof(float));
-        memcpy(row + w->pad_left * w->in_c, in + (size_t)in_y * w->in_w * w->in_c, copy_w * w->in_c * sizeof(float));
-        memset(row + (w->pad_left + copy_w) * w->in_c, 0, (padded_w - w->pad_left - copy_w) * w->in_c * sizeof(float));
+        memset(row, 0, left * w->in_c * sizeof(float));
+        memcpy(row + left * w->in_c, in + (size_t)in_y * w->in_w * w->in_c, copy_w * w->in_c * sizeof(float));
+        memset(row + (left + copy_w) * w->in_c, 0, (padded_w - left - copy_w) * w->in_c * sizeof(float));
     }
 }

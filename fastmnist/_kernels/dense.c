@@ -15,7 +15,7 @@ void fm_dense_f32(float *out, const float *in, const float *kernel, const float 
                 acc += x[in_c] * kernel[in_c * out_dim + out_c];
             y[out_c] = acc;
         }
-        if (activation != FM_ACTIVATION_SOFTMAX)
+        if (activation.kind != FM_ACT_SOFTMAX)
             fm_activation_f32(y + col_begin, col_end - col_begin, activation);
     }
 }
