@@ -274,3 +274,20 @@ def test_stored_reference_outputs_are_checked_at_load(quantized, tmp_path):
         arrays["wide/kernel"] = kernel
     with pytest.raises(fastmnist.WeightsFormatError, match="differ from the stored ones"):
         fastmnist.load(rewrite(quantized["mlp"], tmp_path, flip))
+
+
+def test_quantize_command_writes_a_model_that_eval_reads(tmp_path, capsys):
+    from fastmnist.cli import main
+    from test_cli import write_band_dataset, write_band_model
+
+    labels = np.arange(20, dtype=np.uint8) % 10
+    write_band_dataset(tmp_path / "data", labels, labels)
+    write_band_model(tmp_path / "band.npz")
+    assert main(["quantize", str(tmp_path / "band.npz"), str(tmp_path / "band_int8.npz"), "--data",
+                 str(tmp_path / "data"), "--calibration-images", "40"]) == 0
+    assert fastmnist.load(tmp_path / "band_int8.npz").metadata["quantization"]["calibration_images"] == 40
+    assert main(["eval", str(tmp_path / "band_int8.npz"), "--data", str(tmp_path / "data")]) == 0
+    assert "test accuracy 100.00% (20/20 correct)" in capsys.readouterr().out
+    assert main(["quantize", str(tmp_path / "band.npz"), str(tmp_path / "x.npz"), "--data", str(tmp_path / "data"),
+                 "--calibration-images", "41"]) == 2
+    assert "calibration images: 41, expected 1 to 40" in capsys.readouterr().err
