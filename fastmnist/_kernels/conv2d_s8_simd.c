@@ -36,14 +36,24 @@ void FM_S8_FN(fm_conv2d_s8_pack)(int8_t *packed, const int8_t *kernel, const fm_
 }
 
 /* Lists the groups where some of the `pixels` windows is nonzero: their offsets in a window in `offsets` and
- * their indices in a panel in `groups`; returns how many. */
+ * their indices in a panel in `groups`; returns how many. A vector of groups at a time, then one by one to the
+ * end of each kernel row (so that no read goes past the row's taps). */
 static size_t list_nonzero_groups(uint32_t *offsets, uint32_t *groups, const uint8_t *const *window, size_t pixels,
                                   const fm_window *w, size_t row_values)
 {
     const size_t row_groups = fm_conv2d_s8_row_groups(w);
     size_t count = 0;
-    for (size_t k_y = 0; k_y < w->k_h; k_y++)
-        for (size_t g = 0; g < row_groups; g++) {
+    for (size_t k_y = 0; k_y < w->k_h; k_y++) {
+        size_t g = 0;
+        for (; g + W <= row_groups; g += W) {
+            for (unsigned lanes = fm_s8_nonzero_groups(window, pixels, k_y * row_values + 4 * g); lanes;
+                 lanes &= lanes - 1) {
+                const size_t j = (size_t)__builtin_ctz(lanes);
+                offsets[count] = (uint32_t)(k_y * row_values + 4 * (g + j));
+                groups[count++] = (uint32_t)(k_y * row_groups + g + j);
+            }
+        }
+        for (; g < row_groups; g++) {
             const size_t offset = k_y * row_values + 4 * g;
             uint32_t bytes = 0;
             for (size_t p = 0; p < pixels; p++)
@@ -52,6 +62,7 @@ static size_t list_nonzero_groups(uint32_t *offsets, uint32_t *groups, const uin
             groups[count] = (uint32_t)(k_y * row_groups + g);
             count += bytes != 0;
         }
+    }
     return count;
 }
 

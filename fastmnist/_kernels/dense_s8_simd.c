@@ -37,15 +37,21 @@ void FM_S8_FN(fm_dense_s8_pack)(int8_t *packed, const int8_t *kernel, size_t in_
         }
 }
 
-/* Writes the groups where some of `rows` rows is nonzero to `list`; returns how many. Branch-free, as which
- * inputs are zero is data. */
+/* Writes the groups where some of `rows` rows is nonzero to `list`; returns how many. A vector of groups at a
+ * time, then one by one (so that no read goes past a row's last group). */
 static size_t list_nonzero(uint32_t *list, const uint8_t *in, size_t rows, size_t in_stride, size_t groups)
 {
-    size_t count = 0;
-    for (size_t g = 0; g < groups; g++) {
+    const uint8_t *row[MAX_ROWS];
+    for (size_t r = 0; r < rows; r++)
+        row[r] = in + r * in_stride;
+    size_t count = 0, g = 0;
+    for (; g + W <= groups; g += W)
+        for (unsigned lanes = fm_s8_nonzero_groups(row, rows, 4 * g); lanes; lanes &= lanes - 1)
+            list[count++] = (uint32_t)(g + (size_t)__builtin_ctz(lanes));
+    for (; g < groups; g++) {
         uint32_t bytes = 0;
         for (size_t r = 0; r < rows; r++)
-            bytes |= fm_s8_load_u32(in + r * in_stride + 4 * g);
+            bytes |= fm_s8_load_u32(row[r] + 4 * g);
         list[count] = (uint32_t)g;
         count += bytes != 0;
     }

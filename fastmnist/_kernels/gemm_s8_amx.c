@@ -146,13 +146,14 @@ void fm_conv2d_s8__amx(uint8_t *out, const uint8_t *padded, const int8_t *packed
     const size_t taps = conv_taps(w), stride = round_up(taps, K_STEP);
     const size_t pixels = (row_end - row_begin) * w->out_w;
     uint8_t *rows = (uint8_t *)scratch; /* im2col: one row of taps per output pixel, whole tiles of rows */
-    memset(rows, 0, round_up(pixels, TILE_ROWS) * stride);
     for (size_t p = 0; p < pixels; p++) {
         const size_t out_y = row_begin + p / w->out_w, out_x = p % w->out_w;
         const uint8_t *window = padded + out_y * w->stride_y * row_values + out_x * w->stride_x * w->in_c;
         for (size_t k_y = 0; k_y < w->k_h; k_y++)
             memcpy(rows + p * stride + k_y * window_row, window + k_y * row_values, window_row);
+        memset(rows + p * stride + taps, 0, stride - taps); /* times zero weights, but never uninitialised */
     }
+    memset(rows + pixels * stride, 0, (round_up(pixels, TILE_ROWS) - pixels) * stride);
     product(out + row_begin * w->out_w * w->out_c, w->out_c, rows, stride, pixels, packed, folded_bias,
             stride / K_STEP, w->out_c, rq);
 }

@@ -110,6 +110,28 @@ typedef float fm_s8_f32v __attribute__((vector_size(FM_S8_LANES * 4)));
 #define FM_S8_NARROW(x) __builtin_convertvector((x), fm_s8_i32v)
 FM_DEFINE_REQUANTIZE(fm_s8_requantize_vector, fm_s8_i32v, fm_s8_i64v, FM_S8_WIDEN, FM_S8_NARROW)
 
+typedef uint32_t fm_s8_u32v __attribute__((vector_size(FM_S8_LANES * 4)));
+
+/* Bit j set when lane j of the FM_S8_LANES groups of 4 bytes at p is nonzero in some of the `count` rows
+ * rows[r] + offset: a vector of groups tested at a time. */
+FM_S8_INLINE unsigned fm_s8_nonzero_groups(const uint8_t *const *rows, size_t count, size_t offset)
+{
+    fm_s8_u32v bytes;
+    memcpy(&bytes, rows[0] + offset, sizeof bytes);
+    for (size_t r = 1; r < count; r++) {
+        fm_s8_u32v more;
+        memcpy(&more, rows[r] + offset, sizeof more);
+        bytes |= more;
+    }
+#if FM_S8_LANES == 16
+    return (unsigned)_mm512_test_epi32_mask((__m512i)bytes, (__m512i)bytes);
+#elif FM_S8_LANES == 8
+    return (unsigned)_mm256_movemask_ps((__m256)(bytes != 0));
+#else
+    return vaddvq_u32(vandq_u32((uint32x4_t)(bytes != 0), (uint32x4_t){1, 2, 4, 8}));
+#endif
+}
+
 FM_S8_INLINE uint32_t fm_s8_load_u32(const uint8_t *p)
 {
     uint32_t v;
