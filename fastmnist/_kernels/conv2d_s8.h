@@ -30,9 +30,10 @@ void fm_conv2d_pad_u8(uint8_t *padded, const uint8_t *in, uint8_t zero_point, co
 static inline size_t fm_conv2d_s8_row_groups(const fm_window *w) { return (w->k_w * w->in_c + 3) / 4; }
 static inline size_t fm_conv2d_s8_scratch_size(const fm_window *w)
 {
-    /* the lists of the VNNI paths, or the AMX path's im2col rows: whole tiles of 16 rows of taps padded to 64 */
+    /* the lists of the VNNI paths, or the AMX path's im2col rows: whole tiles of 16 rows of taps padded to 64,
+     * and 64 bytes that its copies of short kernel rows may write past them */
     const size_t lists = 2 * w->k_h * fm_conv2d_s8_row_groups(w);
-    const size_t im2col = (w->out_h * w->out_w + 15) / 16 * 16 * ((w->k_h * w->k_w * w->in_c + 63) / 64 * 64) / 4;
+    const size_t im2col = ((w->out_h * w->out_w + 15) / 16 * 16 * ((w->k_h * w->k_w * w->in_c + 63) / 64 * 64) + 64) / 4;
     return lists > im2col ? lists : im2col;
 }
 

@@ -85,9 +85,8 @@ int fm_s8_isa_supported(fm_s8_isa isa)
 
 fm_s8_isa fm_s8_isa_best(void)
 {
-    /* AMX is left out: on the machine it was measured on (virtualized, shared) its tile products were no faster
-     * than AVX-512 VNNI at batch 1 and slower at batch 256 (docs/INT8.md); load(isa="amx") selects it */
-    static const fm_s8_isa preference[] = {FM_S8_ISA_AVX512VNNI, FM_S8_ISA_AVXVNNI, FM_S8_ISA_AVX2, FM_S8_ISA_NEON_I8MM};
+    static const fm_s8_isa preference[] = {FM_S8_ISA_AMX, FM_S8_ISA_AVX512VNNI, FM_S8_ISA_AVXVNNI, FM_S8_ISA_AVX2,
+                                            FM_S8_ISA_NEON_I8MM};
     for (unsigned i = 0; i < sizeof preference / sizeof preference[0]; i++)
         if (fm_s8_isa_supported(preference[i]))
             return preference[i];

@@ -17,6 +17,6 @@ typedef enum {
 const char *fm_s8_isa_name(fm_s8_isa isa);
 int fm_s8_isa_compiled(fm_s8_isa isa);  /* the build included this path */
 int fm_s8_isa_supported(fm_s8_isa isa); /* compiled, and this CPU and OS can run it */
-fm_s8_isa fm_s8_isa_best(void);         /* the fastest supported path (AMX only when asked for) */
+fm_s8_isa fm_s8_isa_best(void);         /* the fastest supported path */
 
 #endif

@@ -19,6 +19,7 @@
 #define TILE_ROWS 16
 #define K_STEP 64 /* bytes of a tile row: 16 groups of 4 inputs */
 #define N_TILES 4 /* accumulator tiles side by side: 64 columns, sharing each input tile */
+#define SHORT_ROW 64 /* a kernel row of at most this many bytes is copied as one vector (FM_CONV2D_S8_SLACK) */
 
 static size_t round_up(size_t x, size_t to) { return (x + to - 1) / to * to; }
 static size_t padded_columns(size_t out_dim) { return round_up(out_dim, 16); }
@@ -149,8 +150,12 @@ void fm_conv2d_s8__amx(uint8_t *out, const uint8_t *padded, const int8_t *packed
     for (size_t p = 0; p < pixels; p++) {
         const size_t out_y = row_begin + p / w->out_w, out_x = p % w->out_w;
         const uint8_t *window = padded + out_y * w->stride_y * row_values + out_x * w->stride_x * w->in_c;
-        for (size_t k_y = 0; k_y < w->k_h; k_y++)
-            memcpy(rows + p * stride + k_y * window_row, window + k_y * row_values, window_row);
+        if (window_row <= SHORT_ROW) /* one vector per kernel row, the bytes past it overwritten next */
+            for (size_t k_y = 0; k_y < w->k_h; k_y++)
+                memcpy(rows + p * stride + k_y * window_row, window + k_y * row_values, SHORT_ROW);
+        else
+            for (size_t k_y = 0; k_y < w->k_h; k_y++)
+                memcpy(rows + p * stride + k_y * window_row, window + k_y * row_values, window_row);
         memset(rows + p * stride + taps, 0, stride - taps); /* times zero weights, but never uninitialised */
     }
     memset(rows + pixels * stride, 0, (round_up(pixels, TILE_ROWS) - pixels) * stride);
