@@ -70,9 +70,12 @@ def quantize(source: str | os.PathLike, path: str | os.PathLike, calibration_ima
     out_spec = {key: value for key, value in raw_spec.items() if key not in ("layers", "reference", "precision")}
     out_spec.update(version=format.FORMAT_VERSION, precision="int8", layers=layers,
                     reference={"atol": REFERENCE_ATOL})
-    out_spec["metadata"] = {**raw_spec.get("metadata", {}), "quantization": {
-        "source": source_path.name, "calibration_images": len(images), "activation_ranges": range_method,
-        "kernels": "int8 symmetric per output channel", "activations": "uint8 per tensor"}}
+    metadata = dict(raw_spec.get("metadata", {}))
+    float_accuracy = metadata.pop("test_accuracy", None)  # the float model's, not this one's
+    out_spec["metadata"] = {**metadata, "quantization": {
+        "source": source_path.name, "source_test_accuracy": float_accuracy, "calibration_images": len(images),
+        "activation_ranges": range_method, "kernels": "int8 symmetric per output channel",
+        "activations": "uint8 per tensor"}}
     reference_inputs = _reference_inputs(model)
     quantized = spec.parse({**out_spec, "reference": None}, dict(params), str(path))
     params["reference/inputs"] = reference_inputs
