@@ -26,7 +26,8 @@ def quantize_pixels(images: np.ndarray) -> np.ndarray:
 
 
 def rounding_doubling_high_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """round(a * b / 2^31), ties away from zero, for int64 arrays holding int32 values (b never -2^31)."""
+    """round(a * b / 2^31) as gemmlowp computes it: a nudge of 2^30 (1 - 2^30 below zero), then a division that
+    rounds toward zero, so ties go up; for int64 arrays holding int32 values (b never -2^31)."""
     product = a * b
     nudge = np.where(product >= 0, 1 << 30, 1 - (1 << 30))
     total = product + nudge

@@ -77,12 +77,16 @@ def test_quantized_multiplier_refuses_what_a_right_shift_cannot_express(real):
         int8_format.quantized_multiplier(real)
 
 
-def test_reference_requantize_rounds_half_away_from_zero_twice():
-    """Against exact rational arithmetic: round(round(acc * m / 2^31) / 2^shift), both ties away from zero."""
+def test_reference_requantize_is_gemmlowps_two_roundings():
+    """Against exact rational arithmetic: the high multiply round(acc * m / 2^31) with ties up (gemmlowp's nudge),
+    then round(high / 2^shift) with ties away from zero; ties included (m = 2^30 and odd acc make them)."""
     rng = np.random.default_rng(0)
-    acc = np.concatenate([rng.integers(-2 ** 31, 2 ** 31, 4000), [0, 1, -1, 2 ** 31 - 1, -2 ** 31, 3, -3]])
-    multiplier = rng.integers(2 ** 30, 2 ** 31, len(acc))
+    acc = np.concatenate([rng.integers(-2 ** 31, 2 ** 31, 4000), [0, 1, -1, 2 ** 31 - 1, -2 ** 31, 3, -3, -5, 5]])
+    multiplier = np.where(np.arange(len(acc)) % 3 == 0, 2 ** 30, rng.integers(2 ** 30, 2 ** 31, len(acc)))
     shift = rng.integers(0, 32, len(acc))
+
+    def round_half_up(value: Fraction) -> int:
+        return math.floor(value + Fraction(1, 2))
 
     def round_away(value: Fraction) -> int:
         return int(math.copysign(math.floor(abs(value) + Fraction(1, 2)), value))
@@ -90,7 +94,7 @@ def test_reference_requantize_rounds_half_away_from_zero_twice():
     high = reference_int8.rounding_doubling_high_mul(acc.astype(np.int64), multiplier.astype(np.int64))
     result = reference_int8.rounding_divide_by_pot(high, shift.astype(np.int64))
     for a, m, s, h, r in zip(acc, multiplier, shift, high, result):
-        expected_high = round_away(Fraction(int(a) * int(m), 2 ** 31))
+        expected_high = round_half_up(Fraction(int(a) * int(m), 2 ** 31))
         assert h == expected_high and r == round_away(Fraction(expected_high, 2 ** int(s)))
 
 

@@ -2,7 +2,9 @@
  *   y = clamp(zero_point + RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(acc, multiplier), shift), lo, hi)
  * with the real multiplier in_scale * kernel_scale / out_scale = multiplier * 2^-31 * 2^-shift, multiplier in
  * [2^30, 2^31) and shift in [0, 31] (the format keeps real multipliers below 1, so there is no left shift and
- * the high multiply cannot saturate). Both roundings are to nearest, ties away from zero.
+ * the high multiply cannot saturate). The high multiply rounds to nearest with ties up: gemmlowp's nudge (2^30,
+ * or 1 - 2^30 below zero, then a division rounding toward zero) is exactly floor((acc * multiplier + 2^30) / 2^31),
+ * which is how it is computed here. The right shift rounds to nearest with ties away from zero.
  *
  * It is written once, for every path: FM_DEFINE_REQUANTIZE instantiates it for plain int32_t/int64_t and for
  * GCC vectors of them alike, using only operations that mean the same on both (+, -, &, >>; a comparison
@@ -18,11 +20,7 @@
 #define FM_DEFINE_REQUANTIZE(name, i32, i64, WIDEN, NARROW)                                                 \
     static inline __attribute__((always_inline)) i32 name(i32 acc, i64 multiplier, i32 shift, i32 mask)    \
     {                                                                                                       \
-        i64 product = WIDEN(acc) * multiplier;                                                              \
-        /* nudge by +2^30 (or 1 - 2^30 below zero), then divide by 2^31 rounding toward zero */             \
-        product += (1LL << 30) - ((product >> 63) & 0x7fffffff);                                            \
-        product += (product >> 63) & 0x7fffffff;                                                            \
-        const i32 high = NARROW(product >> 31);                                                             \
+        const i32 high = NARROW((WIDEN(acc) * multiplier + (1LL << 30)) >> 31);                             \
         /* divide by 2^shift, rounding half away from zero: up when the remainder exceeds the threshold */  \
         const i32 threshold = (mask >> 1) - (high >> 31);                                                   \
         return (high >> shift) - ((threshold - (high & mask)) >> 31);                                       \
