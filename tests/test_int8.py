@@ -136,6 +136,8 @@ def test_shipped_int8_model_fast_path_equals_scalar(name, isa):
     scalar = fastmnist.load(f"{name}_int8", isa="scalar", num_threads=1)
     fast = fastmnist.load(f"{name}_int8", isa=isa, num_threads=2)
     np.testing.assert_array_equal(fast.predict_proba(x), scalar.predict_proba(x))
+    pixels = np.ascontiguousarray((x * 255).round().astype(np.uint8)[:48])  # read in place: its end is the array's
+    np.testing.assert_array_equal(fast.predict_proba(pixels), scalar.predict_proba(pixels))
     for got, expected in zip(fast.quantized_op_outputs(x[:7]), scalar.quantized_op_outputs(x[:7])):
         np.testing.assert_array_equal(got, expected)
 

@@ -38,7 +38,9 @@ FM_DECLARE_DENSE_S8_FAST(avx2)
 FM_DECLARE_DENSE_S8_FAST(avxvnni)
 FM_DECLARE_DENSE_S8_FAST(avx512vnni)
 FM_DECLARE_DENSE_S8_FAST(neon_i8mm)
-/* AMX reads the AVX-512 VNNI packing (fm_dense_s8_pack__avx512vnni) */
+/* AMX packs as AVX-512 VNNI, with zero groups up to a multiple of 16 */
+size_t fm_dense_s8_packed_size__amx(size_t in_dim, size_t out_dim);
+void fm_dense_s8_pack__amx(int8_t *packed, const int8_t *kernel, size_t in_dim, size_t out_dim);
 void fm_dense_s8__amx(void *out, const uint8_t *in, const int8_t *packed, const int32_t *folded_bias, size_t rows,
                       size_t in_dim, size_t in_stride, size_t out_dim, size_t out_stride, const fm_requant *rq,
                       uint32_t *scratch);

@@ -33,7 +33,7 @@ static const fm_s8_kernels table[FM_S8_ISA_COUNT] = {
     [FM_S8_ISA_AVX512VNNI] = FM_S8_FAST_KERNELS(FM_S8_ISA_AVX512VNNI, avx512vnni),
 #endif
 #if defined(FM_HAVE_S8_AMX) && defined(FM_HAVE_S8_AVX512VNNI)
-    [FM_S8_ISA_AMX] = {FM_S8_ISA_AMX, fm_dense_s8_packed_size__avx512vnni, fm_dense_s8_pack__avx512vnni,
+    [FM_S8_ISA_AMX] = {FM_S8_ISA_AMX, fm_dense_s8_packed_size__amx, fm_dense_s8_pack__amx,
                        fm_dense_s8__amx, fm_conv2d_s8_packed_size__amx, fm_conv2d_s8_pack__amx, fm_conv2d_s8__amx},
 #endif
 #ifdef FM_HAVE_S8_NEON_I8MM

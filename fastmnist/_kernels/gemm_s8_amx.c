@@ -3,9 +3,9 @@
  * every path: int32 sums of exact products, then requantize.h's requantization (simd_s8.h's vector form).
  *
  * dense: rows in blocks of 16 over the AVX-512 VNNI packing, whose 16 groups of 4 inputs x 16 columns are
- * exactly a weight tile (row = group, 64 bytes = 16 columns x 4); layers whose inputs are not a multiple of
- * 64, and the rows past the last whole block, go to the AVX-512 VNNI kernel. No zero skipping: a tile is
- * cheaper to multiply than to test.
+ * exactly a weight tile (row = group, 64 bytes = 16 columns x 4), with zero groups added up to a multiple of
+ * 16; the rows past the last whole block go to the AVX-512 VNNI kernel, which reads the same packing. No zero
+ * skipping: a tile is cheaper to multiply than to test.
  * conv2d: the patches of an image are copied into rows (im2col, taps padded to 64 with zeros), then the
  * same tile product against the kernel packed as a dense (taps x out_c) matrix. */
 #include <immintrin.h>
@@ -107,13 +107,30 @@ static void product(void *out, size_t out_stride, const uint8_t *a, size_t a_str
     _tile_release();
 }
 
+size_t fm_dense_s8_packed_size__amx(size_t in_dim, size_t out_dim)
+{
+    return round_up(in_dim, K_STEP) * padded_columns(out_dim);
+}
+
+void fm_dense_s8_pack__amx(int8_t *packed, const int8_t *kernel, size_t in_dim, size_t out_dim)
+{
+    const size_t vnni = fm_dense_s8_packed_size__avx512vnni(in_dim, out_dim);
+    fm_dense_s8_pack__avx512vnni(packed, kernel, in_dim, out_dim);
+    memset(packed + vnni, 0, fm_dense_s8_packed_size__amx(in_dim, out_dim) - vnni);
+}
+
 void fm_dense_s8__amx(void *out, const uint8_t *in, const int8_t *packed, const int32_t *folded_bias, size_t rows,
                       size_t in_dim, size_t in_stride, size_t out_dim, size_t out_stride, const fm_requant *rq,
                       uint32_t *scratch)
 {
-    const size_t whole = in_dim % K_STEP == 0 ? rows / TILE_ROWS * TILE_ROWS : 0;
+    /* A tile row reads round_up(in_dim, 64) bytes: past a row's end into the next one (times zero weights),
+     * but never past the last row, which may end the caller's array. */
+    const size_t row_bytes = round_up(in_dim, K_STEP);
+    size_t whole = rows / TILE_ROWS * TILE_ROWS;
+    if (whole == rows && whole > 0 && row_bytes > in_stride)
+        whole -= TILE_ROWS;
     if (whole)
-        product(out, out_stride, in, in_stride, whole, packed, folded_bias, in_dim / K_STEP, out_dim, rq);
+        product(out, out_stride, in, in_stride, whole, packed, folded_bias, row_bytes / K_STEP, out_dim, rq);
     if (whole < rows) {
         const size_t element = rq->dequantize ? sizeof(float) : 1;
         fm_dense_s8__avx512vnni((char *)out + whole * out_stride * element, in + whole * in_stride, packed,
