@@ -72,15 +72,21 @@ int fm_s8_isa_supported(fm_s8_isa isa)
     if (isa == FM_S8_ISA_AVX512VNNI)
         return __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vnni");
 #endif
+    if (isa == FM_S8_ISA_AMX) { /* elsewhere than Linux the tile registers' permission is not asked for */
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__linux__)
-    if (isa == FM_S8_ISA_AMX)
         return fm_s8_isa_supported(FM_S8_ISA_AVX512VNNI) && amx_usable();
+#else
+        return 0;
 #endif
+    }
+    if (isa == FM_S8_ISA_NEON_I8MM) { /* read from HWCAP2 on Linux; elsewhere not assumed */
 #if defined(__aarch64__) && defined(__linux__)
-    if (isa == FM_S8_ISA_NEON_I8MM)
         return (getauxval(AT_HWCAP2) & HWCAP2_I8MM) != 0;
+#else
+        return 0;
 #endif
-    return 1;
+    }
+    return 1; /* scalar */
 }
 
 fm_s8_isa fm_s8_isa_best(void)
