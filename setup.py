@@ -21,7 +21,9 @@ from setuptools.command.build_ext import build_ext
 KERNELS = Path("fastmnist/_kernels")
 PLAIN_SOURCES = ["activation.c", "avgpool2d.c", "batchnorm.c", "conv2d.c", "cpu.c", "dense.c", "depthwise_conv2d.c",
                  "dispatch.c", "global_pool2d.c", "maxpool2d.c", "network.c", "softmax.c", "zeropad2d.c"]
+INT8_SOURCES = ["conv2d_s8.c", "cpu_s8.c", "dense_s8.c", "dispatch_s8.c", "network_s8.c", "pool_u8.c"]
 SIMD_SOURCES = ["activation_simd.c", "dense_simd.c", "conv2d_simd.c", "depthwise_conv2d_simd.c", "softmax_simd.c"]
+INT8_SIMD_SOURCES = ["dense_s8_simd.c", "conv2d_s8_simd.c"]  # and gemm_s8_amx.c for AMX
 
 
 def _flag(name: str) -> bool:
@@ -35,6 +37,19 @@ def simd_variants() -> dict[str, tuple[int, list[str]]]:
         return {"avx2": (8, ["-mavx2", "-mfma"]), "avx512": (16, ["-mavx512f", "-mfma"])}
     if machine in ("aarch64", "arm64"):
         return {"neon": (4, [])}
+    return {}
+
+
+def int8_simd_variants() -> dict[str, tuple[list[str], list[str]]]:
+    """int8 ISA name -> (sources, compiler flags) for this machine's architecture (cpu_s8.h lists the paths)."""
+    avx512 = ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"]
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        return {"avx2": (INT8_SIMD_SOURCES, ["-mavx2", "-mfma"]),
+                "avxvnni": (INT8_SIMD_SOURCES, ["-mavx2", "-mfma", "-mavxvnni"]),
+                "avx512vnni": (INT8_SIMD_SOURCES, avx512),
+                "amx": (["gemm_s8_amx.c"], avx512 + ["-mamx-tile", "-mamx-int8"])}
+    if platform.machine().lower() in ("aarch64", "arm64"):
+        return {"neon_i8mm": (INT8_SIMD_SOURCES, ["-march=armv8.2-a+i8mm"])}
     return {}
 
 
@@ -58,6 +73,14 @@ class BuildKernels(build_ext):
                     extra_postargs=base + flags, depends=[str(p) for p in KERNELS.glob("*.h")])
                 ext.extra_objects += objects
                 ext.define_macros.append((f"FM_HAVE_{isa.upper()}", "1"))
+            for isa, (sources, flags) in int8_simd_variants().items():
+                if not self._accepts(flags):
+                    continue
+                ext.extra_objects += self.compiler.compile(
+                    [str(KERNELS / s) for s in sources], output_dir=os.path.join(self.build_temp, "s8_" + isa),
+                    macros=[("FM_S8_ISA_SUFFIX", isa)], extra_postargs=base + flags + ["-Wno-psabi"],
+                    depends=[str(p) for p in KERNELS.glob("*.h")])
+                ext.define_macros.append((f"FM_HAVE_S8_{isa.upper()}", "1"))
             ext.extra_compile_args += base + openmp
             ext.extra_link_args += openmp
         super().build_extension(ext)
@@ -81,11 +104,11 @@ class BuildKernels(build_ext):
 debug = _flag("FASTMNIST_DEBUG")
 extension = Extension(
     "fastmnist._engine",
-    sources=["fastmnist/_engine.pyx"] + [str(KERNELS / s) for s in PLAIN_SOURCES],
+    sources=["fastmnist/_engine.pyx"] + [str(KERNELS / s) for s in PLAIN_SOURCES + INT8_SOURCES],
     include_dirs=[np.get_include(), "fastmnist"],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
     # the per-ISA sources are compiled separately (BuildKernels); listed here so that a change relinks
-    depends=[str(p) for p in KERNELS.glob("*.h")] + [str(KERNELS / s) for s in SIMD_SOURCES] + ["fastmnist/_engine.pxd"],
+    depends=[str(p) for p in KERNELS.glob("*.h")] + [str(KERNELS / s) for s in SIMD_SOURCES + INT8_SIMD_SOURCES + ["gemm_s8_amx.c"]] + ["fastmnist/_engine.pxd", "fastmnist/_engine_int8.pxi"],
 )
 
 setup(

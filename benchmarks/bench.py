@@ -4,6 +4,7 @@
     python benchmarks/bench.py --models cnn --calls 5000
     python benchmarks/bench.py --quick --models mlp300  # a smoke run: few calls, numbers meaningless
     python benchmarks/bench.py --random                 # random weights in the mlp300 and cnn shapes
+    python benchmarks/bench.py --runtimes "fastmnist int8" "LiteRT int8"   # fastmnist and these only
 
 For each model and thread count: batch-1 latency as a Python user sees it (median and p99 over all calls after
 warm-up), batch-1024 throughput (the fastest of a few timed stretches), peak memory of the cnn at batch 1024
@@ -37,12 +38,13 @@ from random_models import CNN_LAYERS, random_images, write_model  # noqa: E402
 from worker import Worker  # noqa: E402
 
 MNIST_FOLDER = ROOT.parent / "shared" / "data" / "mnist"
-PEER_PACKAGES = ("ai-edge-litert", "onnxruntime", "onnx", "tensorflow")
+PEER_PACKAGES = ("ai-edge-litert", "onnxruntime", "onnx", "tensorflow", "openvino")
 MLP300_LAYERS = [{"type": "dense", "name": "fc1", "units": 300, "activation": "relu"},
                  {"type": "dense", "name": "logits", "units": 10, "activation": "softmax"}]
 RANDOM_SHAPES = {"mlp300": (MLP300_LAYERS, (784,)), "cnn": (CNN_LAYERS, (28, 28, 1))}
 MEMORY_MODEL = "cnn"
 AGREEMENT_IMAGES = 300
+CALIBRATION_IMAGES = 512  # training digits for every int8 runtime, as fastmnist quantize takes by default
 AGREEMENT_ATOL = 1e-4  # beyond this a runtime is flagged: float32 rounding alone stays far below it
 LATENCY_ROUNDS = 20
 # The machine's speed drifts over seconds: one process timing 0.2 s stretches of softmax batches saw anything
@@ -89,6 +91,7 @@ def run(args: argparse.Namespace, plan: Plan, workdir: Path) -> list[Row]:
     """Every model at every thread count; `workdir` receives random weights and the converted peer models."""
     models = model_paths(args, workdir)
     images, source = benchmark_images(max(plan.batch, AGREEMENT_IMAGES))
+    calibration = calibration_images()
     inputs = {"single": images[:1], "batch": images[:plan.batch], "agreement": images[:AGREEMENT_IMAGES]}
 
     fastmnist.show_config()
@@ -96,7 +99,8 @@ def run(args: argparse.Namespace, plan: Plan, workdir: Path) -> list[Row]:
     workers = [Worker(threads) for threads in plan.threads]
     try:
         return [row for name, weights in models.items()
-                for row in benchmark_model(name, weights, workers, workdir, inputs, plan, args.skip_memory)]
+                for row in benchmark_model(name, weights, workers, workdir, inputs, plan, args.skip_memory,
+                                           calibration, runtimes_to_run(args))]
     finally:
         for worker in workers:
             worker.close()
@@ -111,12 +115,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=1024, help="batch size for throughput and memory")
     parser.add_argument("--skip-memory", action="store_true", help="do not measure peak memory")
     parser.add_argument("--quick", action="store_true", help="few calls and rounds: a smoke run")
+    parser.add_argument("--runtimes", nargs="+", choices=RUNTIMES, metavar="RUNTIME",
+                        help=f"runtimes to run besides fastmnist (default: all of {', '.join(RUNTIMES)})")
     return parser.parse_args(argv)
 
 
 def model_paths(args: argparse.Namespace, workdir: Path) -> dict[str, Path]:
     """label -> weights file. mlp300 and cnn get random weights with --random or while not shipped (in training)."""
-    shipped = fastmnist.shipped_models()
+    shipped = [name for name in fastmnist.shipped_models() if not name.endswith("_int8")]  # int8 is a runtime
     names = args.models or ([] if args.random else shipped) or list(RANDOM_SHAPES)
     paths = {}
     for name in names:
@@ -138,6 +144,20 @@ def benchmark_images(count: int) -> tuple[np.ndarray, str]:
     return random_images(count), "random MNIST-like images (no MNIST copy found)"
 
 
+def calibration_images() -> np.ndarray:
+    """(CALIBRATION_IMAGES, 28, 28) float32: the training digits fastmnist quantize draws, else random ink."""
+    from fastmnist.quantize import calibration_set
+
+    if MNIST_FOLDER.is_dir():
+        (train_images, _), _ = fastmnist.load_mnist(MNIST_FOLDER)
+        return (calibration_set(train_images, CALIBRATION_IMAGES) / np.float32(255)).astype(np.float32)
+    return random_images(CALIBRATION_IMAGES, seed=2)
+
+
+def runtimes_to_run(args: argparse.Namespace) -> tuple[str, ...]:
+    return RUNTIMES if not args.runtimes else tuple(r for r in RUNTIMES if r == "fastmnist" or r in args.runtimes)
+
+
 def peer_versions() -> str:
     found = []
     for package in PEER_PACKAGES:
@@ -149,15 +169,16 @@ def peer_versions() -> str:
 
 
 def benchmark_model(name: str, weights: Path, workers: list[Worker], workdir: Path, inputs: dict, plan: Plan,
-                    skip_memory: bool) -> list[Row]:
+                    skip_memory: bool, calibration: np.ndarray, wanted: tuple[str, ...] = RUNTIMES) -> list[Row]:
     print(f"\n{name}: {weights}", flush=True)
-    skipped = write_peer_files(weights, workdir)
+    skipped = write_peer_files(weights, workdir, calibration)
     for worker in workers:
-        for runtime, reason in worker.call("load", weights, workdir, inputs).items():
+        for runtime, reason in worker.call("load", weights, workdir, inputs, wanted).items():
             skipped.setdefault(runtime, reason)  # a conversion failure explains the worker's "not written"
     for runtime, reason in skipped.items():
-        print(f"  skipping {runtime}: {reason}")
-    runtimes = [r for r in RUNTIMES if r not in skipped]
+        if runtime in wanted:
+            print(f"  skipping {runtime}: {reason}")
+    runtimes = [r for r in wanted if r not in skipped]
     blocks = [(worker, runtime) for worker in workers for runtime in runtimes]
 
     agreement = {(w.threads, r): agreement_with_fastmnist(w, r) for w, r in blocks}

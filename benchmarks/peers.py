@@ -10,6 +10,15 @@ nothing else.
     ONNX Runtime  an InferenceSession on the graph of onnx_graph.py, all graph optimisations
     TensorFlow    the Keras model inside a tf.function with a fixed input signature
     NumPy         fastmnist.reference.forward in float32 (einsum and BLAS)
+    fastmnist int8     the model quantized by fastmnist.quantize (int8 kernels, float softmax)
+    LiteRT int8        full-integer LiteRT: TFLiteConverter with a representative dataset of training digits,
+                       int8 inside, float input and output
+    ONNX Runtime int8  onnxruntime.quantization.quantize_static of the .onnx (QDQ, per-channel int8 weights,
+                       uint8 activations), calibrated on the same digits
+    OpenVINO           the .onnx compiled for CPU with INFERENCE_PRECISION_HINT f32
+    OpenVINO default   the same with OpenVINO's default precision (bf16 on a CPU with AMX or AVX-512 BF16)
+
+The int8 runtimes are calibrated on the same training digits (`write_peer_files(..., calibration)`).
 """
 
 from __future__ import annotations
@@ -22,7 +31,12 @@ from typing import Callable
 
 import numpy as np
 
-RUNTIMES = ("fastmnist", "LiteRT", "ONNX Runtime", "TensorFlow", "NumPy")
+RUNTIMES = ("fastmnist", "LiteRT", "ONNX Runtime", "TensorFlow", "NumPy", "fastmnist int8", "LiteRT int8",
+            "ONNX Runtime int8", "OpenVINO", "OpenVINO default")
+# runtime -> the name its converted model gets from the weights file's stem
+PEER_FILE_SUFFIXES = {"LiteRT": ".tflite", "ONNX Runtime": ".onnx", "fastmnist int8": "_int8.npz",
+                      "LiteRT int8": "_int8.tflite", "ONNX Runtime int8": "_int8.onnx", "OpenVINO": ".onnx",
+                      "OpenVINO default": ".onnx"}
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -55,7 +69,7 @@ def keras_model_from_weights(weights: Path):
     lo, hi = described.input_range
     if (lo, hi) != (0.0, 1.0):
         layers.append(keras.layers.Rescaling(hi - lo, offset=lo))
-    layers += [getattr(keras.layers, KERAS_LAYERS[p.layer.type])(**dataclasses.asdict(p.layer))
+    layers += [getattr(keras.layers, KERAS_LAYERS[p.layer.type])(**_keras_arguments(p.layer))
                for p in described.layers]
     model = keras.Sequential(layers)
     for planned in described.layers:
@@ -64,14 +78,27 @@ def keras_model_from_weights(weights: Path):
     return model
 
 
+def _keras_arguments(layer) -> dict:
+    """A layer's fields as Keras arguments; an activation by its name (those with parameters have none here)."""
+    arguments = {f.name: getattr(layer, f.name) for f in dataclasses.fields(layer)}
+    if "activation" in arguments:
+        spelling = arguments["activation"].to_json()
+        if not isinstance(spelling, str):
+            raise NotImplementedError(f"layer '{layer.name}': activation {spelling} has no Keras name")
+        arguments["activation"] = spelling
+    return arguments
+
+
 def peer_file(folder: Path, weights: Path, runtime: str) -> Path:
-    """Where the converted model of `weights` for `runtime` (LiteRT or ONNX Runtime) is kept."""
-    return folder / f"{weights.stem}.{'tflite' if runtime == 'LiteRT' else 'onnx'}"
+    """Where the converted model of `weights` for `runtime` (one of PEER_FILE_SUFFIXES) is kept."""
+    return folder / f"{weights.stem}{PEER_FILE_SUFFIXES[runtime]}"
 
 
-def write_peer_files(weights: Path, folder: Path) -> dict[str, str]:
-    """Convert `weights` for LiteRT (.tflite) and ONNX Runtime (.onnx) into `folder`; runtime -> why it failed."""
-    failures = {}
+def write_peer_files(weights: Path, folder: Path, calibration: np.ndarray | None = None) -> dict[str, str]:
+    """Convert `weights` for LiteRT (.tflite) and ONNX Runtime (.onnx) into `folder`, and with `calibration`
+    ((n, 28, 28) float32 training digits) the int8 models; runtime -> why it failed."""
+    failures = {} if calibration is not None else {
+        runtime: "no calibration images" for runtime in ("fastmnist int8", "LiteRT int8", "ONNX Runtime int8")}
     try:
         peer_file(folder, weights, "LiteRT").write_bytes(_tflite_bytes(weights))
     except ImportError as e:
@@ -84,7 +111,56 @@ def write_peer_files(weights: Path, folder: Path) -> dict[str, str]:
         failures["ONNX Runtime"] = f"no .onnx: {_missing(e)}"
     except NotImplementedError as e:
         failures["ONNX Runtime"] = f"no .onnx: {e}"
+    if calibration is None:
+        return failures
+    writers = {"fastmnist int8": _write_fastmnist_int8, "LiteRT int8": _write_tflite_int8,
+               "ONNX Runtime int8": _write_onnx_int8}
+    for runtime, write in writers.items():
+        try:
+            write(weights, peer_file(folder, weights, runtime), calibration, folder)
+        except ImportError as e:
+            failures[runtime] = f"not quantized: {_missing(e)}"
+        except Exception as e:  # a converter that cannot quantize this model is noted, not fatal
+            failures[runtime] = f"not quantized: {type(e).__name__}: {e}"
     return failures
+
+
+def _write_fastmnist_int8(weights: Path, out: Path, calibration: np.ndarray, folder: Path) -> None:
+    import fastmnist
+
+    fastmnist.quantize(weights, out, calibration)
+
+
+def _write_tflite_int8(weights: Path, out: Path, calibration: np.ndarray, folder: Path) -> None:
+    import tensorflow as tf
+
+    model = keras_model_from_weights(weights)
+    shape = tuple(model.input_shape[1:])
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([image.reshape(1, *shape)] for image in calibration)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]  # every op int8, or fail
+    with contextlib.redirect_stdout(io.StringIO()):
+        out.write_bytes(converter.convert())  # input and output stay float32, (de)quantized inside
+
+
+def _write_onnx_int8(weights: Path, out: Path, calibration: np.ndarray, folder: Path) -> None:
+    from onnxruntime import quantization
+
+    source = peer_file(folder, weights, "ONNX Runtime")
+    shape = model_spec(weights).input_shape
+
+    class Digits(quantization.CalibrationDataReader):
+        def __init__(self):
+            self.images = iter(calibration)
+
+        def get_next(self):
+            image = next(self.images, None)
+            return None if image is None else {"images": image.reshape(1, *shape).astype(np.float32)}
+
+    quantization.quantize_static(str(source), str(out), Digits(), quant_format=quantization.QuantFormat.QDQ,
+                                 per_channel=True, activation_type=quantization.QuantType.QUInt8,
+                                 weight_type=quantization.QuantType.QInt8)
 
 
 def _missing(error: ImportError) -> str:
@@ -102,8 +178,9 @@ def _tflite_bytes(weights: Path) -> bytes:
 def build_runtime(runtime: str, weights: Path, threads: int, peer_files: Path) -> Predict:
     """`runtime` (one of RUNTIMES) for `weights` at `threads` threads. Raises PeerUnavailable."""
     builders = {"fastmnist": _fastmnist, "LiteRT": _litert, "ONNX Runtime": _onnxruntime,
-                "TensorFlow": _tensorflow, "NumPy": _numpy}
-    source = peer_file(peer_files, weights, runtime) if runtime in ("LiteRT", "ONNX Runtime") else weights
+                "TensorFlow": _tensorflow, "NumPy": _numpy, "fastmnist int8": _fastmnist, "LiteRT int8": _litert,
+                "ONNX Runtime int8": _onnxruntime, "OpenVINO": _openvino_f32, "OpenVINO default": _openvino}
+    source = peer_file(peer_files, weights, runtime) if runtime in PEER_FILE_SUFFIXES else weights
     if not source.exists():
         raise PeerUnavailable(f"{source} was not written")
     try:
@@ -111,7 +188,7 @@ def build_runtime(runtime: str, weights: Path, threads: int, peer_files: Path) -
     except ImportError as e:
         raise PeerUnavailable(_missing(e)) from None
     except Exception as e:
-        if runtime == "fastmnist":  # the subject of the benchmark must work; a peer that fails is only noted
+        if runtime.startswith("fastmnist"):  # the subject of the benchmark must work; a peer that fails is only noted
             raise
         raise PeerUnavailable(f"{type(e).__name__}: {e}") from None
 
@@ -183,3 +260,23 @@ def _tensorflow(weights: Path, threads: int) -> Predict:
         return model(x, training=False)
 
     return lambda images: call(images.reshape(-1, *shape)).numpy()
+
+
+def _openvino_f32(onnx_file: Path, threads: int) -> Predict:
+    return _openvino(onnx_file, threads, {"INFERENCE_PRECISION_HINT": "f32"})
+
+
+def _openvino(onnx_file: Path, threads: int, config: dict | None = None) -> Predict:
+    import openvino
+
+    core = openvino.Core()
+    compiled = core.compile_model(str(onnx_file), "CPU", {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
+                                                          "PERFORMANCE_HINT": "LATENCY", **(config or {})})
+    request = compiled.create_infer_request()
+    shape = tuple(compiled.input(0).get_partial_shape()[1:].to_shape())
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        request.infer({0: images.reshape(-1, *shape)})
+        return request.get_output_tensor(0).data.copy()
+
+    return predict

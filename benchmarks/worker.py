@@ -75,10 +75,11 @@ class Session:
         self.runtimes: dict[str, Predict] = {}
         self.inputs: dict[str, np.ndarray] = {}
 
-    def load(self, weights: Path, peer_files: Path, inputs: dict[str, np.ndarray]) -> dict[str, str]:
-        """Build every runtime for `weights`; returns runtime -> why it could not be built."""
+    def load(self, weights: Path, peer_files: Path, inputs: dict[str, np.ndarray],
+             runtimes: tuple[str, ...] = RUNTIMES) -> dict[str, str]:
+        """Build `runtimes` for `weights`; returns runtime -> why it could not be built."""
         self.runtimes, self.inputs, skipped = {}, inputs, {}
-        for runtime in RUNTIMES:
+        for runtime in runtimes:
             try:
                 self.runtimes[runtime] = build_runtime(runtime, weights, self.threads, peer_files)
             except PeerUnavailable as e:

@@ -7,9 +7,10 @@
 from .config import __version__, config, show_config
 from .errors import WeightsFormatError
 from .model import Model, load, shipped_models
+from .quantize import quantize  # the function, not its module (which holds the quantizer's helpers)
 
 __all__ = ["Model", "WeightsFormatError", "__version__", "config", "export_keras", "import_onnx", "load",
-           "load_mnist", "shipped_models", "show_config"]
+           "load_mnist", "quantize", "shipped_models", "show_config"]
 
 
 def __getattr__(name: str):

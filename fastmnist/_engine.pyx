@@ -359,3 +359,6 @@ def _padded_bias(bias, size_t units, str name):
             raise ValueError(f"layer '{name}' bias has {np.size(bias)} values, the layer needs {units}")
         padded[:units] = np.ravel(bias)
     return padded
+
+
+include "_engine_int8.pxi"

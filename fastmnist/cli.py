@@ -109,6 +109,18 @@ def _parser() -> argparse.ArgumentParser:
                          help=f"a shipped model name or a weights file (default: {DEFAULT_MODEL})")
     predict.set_defaults(run=_predict)
 
+    quantize = commands.add_parser(
+        "quantize", help="quantize a float weights file to int8",
+        description="Post-training static quantization: int8 kernels (per output channel), uint8 activations "
+        "calibrated on MNIST training digits, float softmax. Stores the NumPy integer reference's outputs on "
+        "reference images and checks that the engine reproduces them.")
+    quantize.add_argument("source", metavar="IN.npz", help="a float32 weights file or a shipped model name")
+    quantize.add_argument("out", metavar="OUT.npz", help="int8 weights file to write")
+    quantize.add_argument("--data", metavar="DIR", help="folder with the four MNIST IDX files")
+    quantize.add_argument("--calibration-images", type=int, metavar="N", default=None,
+                          help="training digits to calibrate on (default: 512)")
+    quantize.set_defaults(run=_quantize)
+
     gui = commands.add_parser("gui", help="open the drawing app", description="Draw digits and watch the model.")
     gui.add_argument("--model", metavar="NAME|FILE", help="a shipped model name or a weights file")
     gui.set_defaults(run=_gui)
@@ -187,6 +199,18 @@ def _predict(args: argparse.Namespace, argv: list[str]) -> int:
         best = int(probabilities.argmax())
         spread = "  ".join(f"{digit}:{p:.3f}" for digit, p in enumerate(probabilities))
         print(f"{path}: {best} ({probabilities[best]:.1%})   {spread}")
+    return 0
+
+
+def _quantize(args: argparse.Namespace, argv: list[str]) -> int:
+    from .datasets import load_mnist
+    from .quantize import DEFAULT_CALIBRATION_IMAGES, calibration_set, quantize
+
+    count = DEFAULT_CALIBRATION_IMAGES if args.calibration_images is None else args.calibration_images
+    (x_train, _), _ = load_mnist(args.data)
+    path = quantize(args.source, args.out, calibration_set(x_train, count))
+    print(f"quantized to {path} (calibrated on {count} training digits; the engine reproduces the stored "
+          "integer reference outputs)")
     return 0
 
 

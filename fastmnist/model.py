@@ -16,6 +16,7 @@ from .errors import WeightsFormatError
 
 THREADS_VARIABLE = "FASTMNIST_NUM_THREADS"
 ISA_VARIABLE = "FASTMNIST_ISA"
+INT8_ISA_VARIABLE = "FASTMNIST_INT8_ISA"
 
 
 def shipped_weights_dir() -> Path:
@@ -50,12 +51,18 @@ def default_isa() -> str:
     return os.environ.get(ISA_VARIABLE) or _engine.best_isa()
 
 
+def default_int8_isa() -> str:
+    """$FASTMNIST_INT8_ISA if set (e.g. "scalar"), else the best int8 path this CPU runs."""
+    return os.environ.get(INT8_ISA_VARIABLE) or _engine.best_int8_isa()
+
+
 def load(source: str | os.PathLike, num_threads: int | None = None, isa: str | None = None) -> Model:
     """Load a weights file (a path, or the name of a shipped model such as "cnn") and prepare it.
 
     num_threads: the most threads one call may use (default: $FASTMNIST_NUM_THREADS, else all available
     cores); small calls use fewer. isa: the kernel path ("scalar", "avx2", ...; default: $FASTMNIST_ISA,
-    else the best for this CPU). Raises WeightsFormatError for a file it cannot accept, including one whose
+    else the best for this CPU; for an int8 model an int8 path: "scalar", "avx2", "avxvnni", "avx512vnni",
+    default $FASTMNIST_INT8_ISA, else the best). Raises WeightsFormatError for a file it cannot accept, including one whose
     stored reference outputs the engine does not reproduce.
     """
     path = Path(source)
@@ -63,7 +70,10 @@ def load(source: str | os.PathLike, num_threads: int | None = None, isa: str | N
         path = shipped_weights_dir() / f"{source}.npz"
     raw_spec, arrays = format.read(path)
     model_spec = spec.parse(raw_spec, arrays, str(path))
-    model = Model(model_spec, raw_spec, path, num_threads or default_num_threads(), isa or default_isa())
+    if model_spec.precision == "int8":
+        model = Int8Model(model_spec, raw_spec, path, num_threads or default_num_threads(), isa or default_int8_isa())
+    else:
+        model = Model(model_spec, raw_spec, path, num_threads or default_num_threads(), isa or default_isa())
     model.check_reference()
     return model
 
@@ -121,6 +131,8 @@ class Model(_engine.Network):
     def num_threads(self) -> int:
         return self.max_threads
 
+    precision = "float32"  # of the weights and the arithmetic; Int8Model's is "int8"
+
     def predict(self, images: Any) -> np.ndarray:
         """(n,) int64: the most probable class of each image."""
         return self.predict_proba(images).argmax(axis=1)
@@ -175,3 +187,10 @@ class Model(_engine.Network):
 
     def __repr__(self) -> str:
         return f"<fastmnist.Model '{self.name}' {len(self._spec.layers)} layers, {self.isa}>"
+
+
+class Int8Model(Model, _engine.Int8Network):
+    """A model quantized to int8 (fastmnist.quantize): integer kernels, the same interface as Model.
+    `activations()` gives each layer's dequantized output, scale * (q - zero_point), as float32."""
+
+    precision = "int8"

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from . import int8_format
 from .errors import WeightsFormatError
 from .layers import Dropout, Layer, LayerError, Shape, activation_of, parse_layer
 
@@ -20,12 +21,13 @@ MAX_LAYERS = 64
 MAX_CLASSES = 65536
 MAX_ACTIVATION_VALUES = 16 << 20
 MAX_REFERENCE_ATOL = 1e-3
-_TOP_LEVEL_KEYS = {"format", "version", "input", "classes", "layers", "reference", "metadata"}
+_TOP_LEVEL_KEYS = {"format", "version", "input", "classes", "layers", "reference", "metadata", "precision"}
 
 
 @dataclass(frozen=True)
 class PlannedLayer:
-    """A layer with the shapes that flow through it and its weight arrays (float32, Keras layouts)."""
+    """A layer with the shapes that flow through it and its weight arrays (float32, Keras layouts; an int8
+    model's are fastmnist.int8_format's)."""
     layer: Layer
     input_shape: Shape
     output_shape: Shape
@@ -43,6 +45,7 @@ class ModelSpec:
     reference_probabilities: np.ndarray | None = None  # (k, classes) float32
     reference_atol: float = 0.0
     ideal_inputs: np.ndarray | None = None             # (classes, 28, 28) float32
+    precision: str = "float32"                         # or "int8" (fastmnist.int8_format)
 
     @property
     def num_classes(self) -> int:
@@ -67,6 +70,11 @@ def parse(spec: dict[str, Any], arrays: dict[str, np.ndarray], source: str) -> M
     raw_layers = spec.get("layers")
     if not isinstance(raw_layers, list) or not 1 <= len(raw_layers) <= MAX_LAYERS:
         raise fail(f"'layers' must be a list of 1 to {MAX_LAYERS} layers")
+    precision = spec.get("precision", "float32")
+    if precision not in int8_format.PRECISIONS:
+        raise fail(f"precision {precision!r:.80}, expected one of {', '.join(int8_format.PRECISIONS)}")
+    last = max((i for i, raw in enumerate(raw_layers) if not (isinstance(raw, dict) and raw.get("type") == "dropout")),
+               default=0)
 
     unused = dict(arrays)
     planned, names, shape = [], set(), input_shape
@@ -80,8 +88,11 @@ def parse(spec: dict[str, Any], arrays: dict[str, np.ndarray], source: str) -> M
             output_shape = layer.output_shape(shape)
             if math.prod(output_shape) > MAX_ACTIVATION_VALUES:
                 raise LayerError(f"output shape {output_shape} exceeds {MAX_ACTIVATION_VALUES} values per image")
-            params = {key: _take_param(unused, f"{layer.name}/{key}", expected)
-                      for key, expected in layer.param_shapes(shape).items()}
+            if precision == "int8":
+                params = int8_format.take_params(layer, shape, index == last, unused)
+            else:
+                params = {key: _take_param(unused, f"{layer.name}/{key}", expected)
+                          for key, expected in layer.param_shapes(shape).items()}
         except LayerError as e:
             raise fail(f"{label} ({raw.get('type') if isinstance(raw, dict) else '?'}): {e}") from None
         if "moving_variance" in params and not (params["moving_variance"] + layer.epsilon > 0).all():
@@ -90,6 +101,11 @@ def parse(spec: dict[str, Any], arrays: dict[str, np.ndarray], source: str) -> M
         shape = output_shape
 
     _check_ends_in_softmax(planned, shape, len(classes), fail)
+    if precision == "int8":
+        try:
+            int8_format.check(planned, input_range)
+        except LayerError as e:
+            raise fail(str(e)) from None
     reference = _take_reference(spec.get("reference"), unused, input_shape, len(classes), fail)
     ideal_inputs = unused.pop("analysis/ideal_inputs", None)
     if ideal_inputs is not None and (ideal_inputs.dtype != np.float32 or ideal_inputs.shape != (len(classes), 28, 28) or not _finite(ideal_inputs)):
@@ -101,7 +117,7 @@ def parse(spec: dict[str, Any], arrays: dict[str, np.ndarray], source: str) -> M
     if not isinstance(metadata, dict):
         raise fail("'metadata' must be a JSON object")
     return ModelSpec(input_shape, input_range, tuple(classes), tuple(planned), metadata, *reference,
-                     ideal_inputs=ideal_inputs)
+                     ideal_inputs=ideal_inputs, precision=precision)
 
 
 def _parse_input(raw: Any, fail) -> tuple[Shape, tuple[float, float]]:

@@ -222,6 +222,8 @@ def test_overflowing_weights_raise_instead_of_answering_nan(tmp_path):
 def test_shipped_version_1_files_still_load():
     for name in fastmnist.shipped_models():
         raw_spec, _ = format.read(fastmnist.model.shipped_weights_dir() / f"{name}.npz")
+        if raw_spec.get("precision") == "int8":  # the quantized models, written in version 2
+            continue
         assert raw_spec["version"] == 1
         fastmnist.load(name)  # and reproduces its stored reference outputs
 

@@ -70,6 +70,14 @@ def seed_members(name: str) -> tuple[dict, dict]:
     return spec, arrays
 
 
+def int8_seed_members() -> tuple[dict, dict]:
+    """(spec, arrays) of the cnn seed quantized to int8, as its file holds them."""
+    spec, arrays = seed_members("cnn")
+    with tempfile.TemporaryDirectory() as tmp:
+        source = fastmnist.format.save(Path(tmp, "m.npz"), spec, arrays)
+        return fastmnist.format.read(fastmnist.quantize(source, Path(tmp, "q.npz"), random_images(32)))
+
+
 def npz_bytes(spec, arrays: dict, raw_members: dict | None = None) -> bytes:
     """An .npz of the spec and arrays (any dtype kept as given), plus raw extra members."""
     buffer = io.BytesIO()
@@ -148,7 +156,9 @@ def mutate_arrays(rng: random.Random, arrays: dict) -> dict:
                                                 bool]))
     elif action == 2:
         flat = value.ravel().copy()
-        flat[rng.randrange(flat.size)] = rng.choice([np.nan, np.inf, -np.inf, 1e38, -1e38])
+        extremes = [np.nan, np.inf, -np.inf, 1e38, -1e38] if flat.dtype.kind == "f" else [
+            np.iinfo(flat.dtype).min, np.iinfo(flat.dtype).max, -1]  # an int8 model's integer arrays
+        flat[rng.randrange(flat.size)] = rng.choice(extremes)
         arrays[name] = flat.reshape(value.shape)
     elif action == 3:
         arrays[name] = value.reshape(-1) if value.ndim > 1 else value[: max(0, len(value) - 1)]
@@ -188,11 +198,12 @@ def check(path: Path) -> str:
 def run(cases: int, seed: int, workdir: Path) -> dict:
     rng = random.Random(seed)
     seeds = {name: seed_members(name) for name in SEED_MODELS}
+    int8_rng, int8_seeds = random.Random(seed + 1), {"cnn_int8": int8_seed_members()}  # every 4th case
     counts = {"accepted": 0, "refused": 0}
     failures, slowest = [], (0.0, -1)
     path = workdir / "mutant.npz"
     for case in range(cases):
-        path.write_bytes(mutant(rng, seeds))
+        path.write_bytes(mutant(int8_rng, int8_seeds) if case % 4 == 3 else mutant(rng, seeds))
         start = time.perf_counter()
         try:
             counts[check(path)] += 1

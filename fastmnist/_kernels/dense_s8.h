@@ -1,0 +1,48 @@
+/* Quantized fully connected layer: acc[n][o] = bias[o] + sum_k (in[n][k] - in_zero_point) * kernel[k][o],
+ * requantized to uint8 (or dequantized to float logits) by requantize.h. */
+#ifndef FM_DENSE_S8_H
+#define FM_DENSE_S8_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "requantize.h"
+
+/* Scalar path, the definition, on the Keras layout: kernel (in_dim, out_dim) int8 row-major, bias (out_dim,).
+ * Row n of the input starts at in + n * in_stride and of the output at element n * out_stride. */
+void fm_dense_s8(void *out, const uint8_t *in, const int8_t *kernel, const int32_t *bias, int32_t in_zero_point,
+                 size_t rows, size_t in_dim, size_t in_stride, size_t out_dim, size_t out_stride,
+                 const fm_requant *rq);
+
+/* Fast paths read inputs in groups of 4 (the dot-product instructions' group), so they read each input row
+ * up to a multiple of 4 bytes: the bytes past in_dim may hold anything, as their weights are packed as 0.
+ * The kernel is packed once at load by the matching pack function; the bias is folded
+ * (bias - in_zero_point * the sum of the kernel's column) and padded to FM_S8_CHANNEL_ALIGN. They skip the
+ * groups of 4 inputs that are zero in every row of a block, listing the others in `scratch`: at least
+ * fm_dense_s8_scratch_size(rows, in_dim) entries, private to the calling thread. */
+#define FM_DENSE_S8_BLOCK_ROWS 4
+
+static inline size_t fm_dense_s8_scratch_size(size_t rows, size_t in_dim)
+{
+    return (rows + FM_DENSE_S8_BLOCK_ROWS - 1) / FM_DENSE_S8_BLOCK_ROWS * ((in_dim + 3) / 4 + 1);
+}
+
+#define FM_DECLARE_DENSE_S8_FAST(isa)                                                                         \
+    size_t fm_dense_s8_packed_size__##isa(size_t in_dim, size_t out_dim);                                    \
+    void fm_dense_s8_pack__##isa(int8_t *packed, const int8_t *kernel, size_t in_dim, size_t out_dim);       \
+    void fm_dense_s8__##isa(void *out, const uint8_t *in, const int8_t *packed, const int32_t *folded_bias,  \
+                            size_t rows, size_t in_dim, size_t in_stride, size_t out_dim, size_t out_stride, \
+                            const fm_requant *rq, uint32_t *scratch);
+
+FM_DECLARE_DENSE_S8_FAST(avx2)
+FM_DECLARE_DENSE_S8_FAST(avxvnni)
+FM_DECLARE_DENSE_S8_FAST(avx512vnni)
+FM_DECLARE_DENSE_S8_FAST(neon_i8mm)
+/* AMX packs as AVX-512 VNNI, with zero groups up to a multiple of 16 */
+size_t fm_dense_s8_packed_size__amx(size_t in_dim, size_t out_dim);
+void fm_dense_s8_pack__amx(int8_t *packed, const int8_t *kernel, size_t in_dim, size_t out_dim);
+void fm_dense_s8__amx(void *out, const uint8_t *in, const int8_t *packed, const int32_t *folded_bias, size_t rows,
+                      size_t in_dim, size_t in_stride, size_t out_dim, size_t out_stride, const fm_requant *rq,
+                      uint32_t *scratch);
+
+#endif

@@ -1,0 +1,185 @@
+/* The vector primitives of the int8 fast paths. Each *_s8_simd.c file is compiled once per ISA with that
+ * ISA's flags and FM_S8_ISA_SUFFIX defined by the build (setup.py). The one operation that differs is fm_dot4:
+ * for each of FM_S8_LANES output channels, acc += the dot product of 4 uint8 inputs with that channel's 4 int8
+ * weights. All paths give the same int32 sums; only the instruction count differs:
+ *  - AVX-512 VNNI and AVX-VNNI: one VPDPBUSD (no saturation: the 4 products are summed in 32 bits);
+ *  - AVX2: the bytes widened to 16 bits and VPMADDWD, whose 16 x 16-bit products summed in pairs are exact.
+ *    VPMADDUBSW would take the bytes as they are, but it saturates each pair sum to 16 bits: 255 * 127 * 2
+ *    exceeds 32767, so it would be exact only with 7-bit weights, which cost accuracy;
+ *  - AArch64 with the int8 matrix extension (i8mm): one USDOT, unsigned x signed like VPDPBUSD. (SDOT alone
+ *    would need the inputs shifted to signed and a bias correction for every group it visits, which the
+ *    skipping of zero groups would make per block.) */
+#ifndef FM_SIMD_S8_H
+#define FM_SIMD_S8_H
+
+#include <stdint.h>
+#include <string.h>
+
+#include "requantize.h"
+
+#ifndef FM_S8_ISA_SUFFIX
+#error "compile the int8 fast paths with FM_S8_ISA_SUFFIX defined (see setup.py)"
+#endif
+
+#define FM_S8_CONCAT_(a, b) a##__##b
+#define FM_S8_CONCAT(a, b) FM_S8_CONCAT_(a, b)
+#define FM_S8_FN(name) FM_S8_CONCAT(name, FM_S8_ISA_SUFFIX) /* fm_dense_s8 -> fm_dense_s8__avx2 */
+#define FM_S8_INLINE static inline __attribute__((always_inline))
+
+#if defined(__AVX2__) || defined(__AVX512F__)
+#include <immintrin.h>
+#elif defined(__ARM_NEON)
+#include <arm_neon.h>
+#endif
+
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+#define FM_S8_LANES 16
+#define FM_S8_MAX_ACC 16 /* accumulators of a register tile, of 32 registers */
+typedef __m512i fm_s8_acc;
+typedef __m512i fm_s8_x;
+typedef __m512i fm_s8_w;
+FM_S8_INLINE fm_s8_x fm_s8_broadcast(uint32_t x4) { return _mm512_set1_epi32((int)x4); }
+FM_S8_INLINE fm_s8_w fm_s8_load_w(const int8_t *w) { return _mm512_loadu_si512(w); }
+FM_S8_INLINE fm_s8_acc fm_s8_dot4(fm_s8_acc acc, fm_s8_x x, fm_s8_w w) { return _mm512_dpbusd_epi32(acc, x, w); }
+#elif defined(__AVXVNNI__)
+#define FM_S8_LANES 8
+#define FM_S8_MAX_ACC 8 /* of 16 registers */
+typedef __m256i fm_s8_acc;
+typedef __m256i fm_s8_x;
+typedef __m256i fm_s8_w;
+FM_S8_INLINE fm_s8_x fm_s8_broadcast(uint32_t x4) { return _mm256_set1_epi32((int)x4); }
+FM_S8_INLINE fm_s8_w fm_s8_load_w(const int8_t *w) { return _mm256_loadu_si256((const __m256i *)w); }
+FM_S8_INLINE fm_s8_acc fm_s8_dot4(fm_s8_acc acc, fm_s8_x x, fm_s8_w w) { return _mm256_dpbusd_avx_epi32(acc, x, w); }
+#elif defined(__AVX2__)
+#define FM_S8_LANES 8
+#define FM_S8_MAX_ACC 6 /* each also needs two widened weight vectors */
+typedef __m256i fm_s8_acc;
+typedef __m256i fm_s8_x; /* the 4 inputs as 16-bit values, in every 64-bit lane */
+typedef struct {
+    __m256i lo, hi; /* the weights of channels at positions 0-3 and 4-7, as 16-bit values */
+} fm_s8_w;
+FM_S8_INLINE fm_s8_x fm_s8_broadcast(uint32_t x4)
+{
+    return _mm256_broadcastq_epi64(_mm_cvtepu8_epi16(_mm_cvtsi32_si128((int)x4)));
+}
+FM_S8_INLINE fm_s8_w fm_s8_load_w(const int8_t *w)
+{
+    fm_s8_w v = {_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w)),
+                 _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + 16)))};
+    return v;
+}
+/* VPMADDWD leaves each position's sum in two lanes; VPHADDD adds them, in the order of FM_S8_POSITION below */
+FM_S8_INLINE fm_s8_acc fm_s8_dot4(fm_s8_acc acc, fm_s8_x x, fm_s8_w w)
+{
+    return _mm256_add_epi32(acc, _mm256_hadd_epi32(_mm256_madd_epi16(w.lo, x), _mm256_madd_epi16(w.hi, x)));
+}
+#elif defined(__ARM_FEATURE_MATMUL_INT8)
+#define FM_S8_LANES 4
+#define FM_S8_MAX_ACC 16 /* of 32 registers */
+typedef int32x4_t fm_s8_acc;
+typedef uint8x16_t fm_s8_x;
+typedef int8x16_t fm_s8_w;
+FM_S8_INLINE fm_s8_x fm_s8_broadcast(uint32_t x4) { return vreinterpretq_u8_u32(vdupq_n_u32(x4)); }
+FM_S8_INLINE fm_s8_w fm_s8_load_w(const int8_t *w) { return vld1q_s8(w); }
+FM_S8_INLINE fm_s8_acc fm_s8_dot4(fm_s8_acc acc, fm_s8_x x, fm_s8_w w) { return vusdotq_s32(acc, x, w); }
+#else
+#error "the int8 fast paths need AVX2, AVX-VNNI, AVX-512 VNNI or AArch64 i8mm"
+#endif
+
+/* The output channel (within a panel of FM_S8_LANES) whose 4 weights are packed at position p, so that
+ * fm_s8_dot4's lane j is channel j. */
+static inline size_t fm_s8_position_output(size_t p)
+{
+#if defined(__AVX2__) && !defined(__AVXVNNI__) && !defined(__AVX512VNNI__)
+    static const unsigned char output[8] = {0, 1, 4, 5, 2, 3, 6, 7};
+    return output[p];
+#else
+    return p;
+#endif
+}
+
+/* Vectors wider than the ABI's registers never cross a call: every function using them is inlined. */
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+typedef int32_t fm_s8_i32v __attribute__((vector_size(FM_S8_LANES * 4)));
+typedef int64_t fm_s8_i64v __attribute__((vector_size(FM_S8_LANES * 8)));
+typedef uint8_t fm_s8_u8v __attribute__((vector_size(FM_S8_LANES)));
+typedef float fm_s8_f32v __attribute__((vector_size(FM_S8_LANES * 4)));
+
+#define FM_S8_WIDEN(x) __builtin_convertvector((x), fm_s8_i64v)
+#define FM_S8_NARROW(x) __builtin_convertvector((x), fm_s8_i32v)
+FM_DEFINE_REQUANTIZE(fm_s8_requantize_vector, fm_s8_i32v, fm_s8_i64v, FM_S8_WIDEN, FM_S8_NARROW)
+
+typedef uint32_t fm_s8_u32v __attribute__((vector_size(FM_S8_LANES * 4)));
+
+/* Bit j set when lane j of the FM_S8_LANES groups of 4 bytes at p is nonzero in some of the `count` rows
+ * rows[r] + offset: a vector of groups tested at a time. */
+FM_S8_INLINE unsigned fm_s8_nonzero_groups(const uint8_t *const *rows, size_t count, size_t offset)
+{
+    fm_s8_u32v bytes;
+    memcpy(&bytes, rows[0] + offset, sizeof bytes);
+    for (size_t r = 1; r < count; r++) {
+        fm_s8_u32v more;
+        memcpy(&more, rows[r] + offset, sizeof more);
+        bytes |= more;
+    }
+#if FM_S8_LANES == 16
+    return (unsigned)_mm512_test_epi32_mask((__m512i)bytes, (__m512i)bytes);
+#elif FM_S8_LANES == 8
+    return (unsigned)_mm256_movemask_ps((__m256)(bytes != 0));
+#else
+    return vaddvq_u32(vandq_u32((uint32x4_t)(bytes != 0), (uint32x4_t){1, 2, 4, 8}));
+#endif
+}
+
+FM_S8_INLINE uint32_t fm_s8_load_u32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+FM_S8_INLINE fm_s8_acc fm_s8_load_i32(const int32_t *p)
+{
+    fm_s8_acc v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* Lane by lane, max(lo, min(hi, y)). */
+FM_S8_INLINE fm_s8_i32v fm_s8_clamp(fm_s8_i32v y, int32_t lo, int32_t hi)
+{
+    const fm_s8_i32v below = y < lo, above = y > hi;
+    y = (below & lo) | (~below & y);
+    return (above & hi) | (~above & y);
+}
+
+/* The accumulators of channels [c, c + count) (count <= FM_S8_LANES), requantized as requantize.h says and
+ * written to element `index` of `out` onwards: the vector form of fm_requant_store. */
+FM_S8_INLINE void fm_s8_store(void *out, size_t index, fm_s8_acc acc, size_t c, size_t count, const fm_requant *rq)
+{
+    const fm_s8_i32v sums = (fm_s8_i32v)acc;
+    if (rq->dequantize) {
+        fm_s8_f32v scale;
+        memcpy(&scale, rq->dequantize + c, sizeof scale);
+        const fm_s8_f32v logits = __builtin_convertvector(sums, fm_s8_f32v) * scale;
+        memcpy((float *)out + index, &logits, count * sizeof(float));
+        return;
+    }
+    fm_s8_i32v multiplier, shift, mask;
+    memcpy(&multiplier, rq->multiplier + c, sizeof multiplier);
+    memcpy(&shift, rq->shift + c, sizeof shift);
+    memcpy(&mask, rq->mask + c, sizeof mask);
+    const fm_s8_i32v y = fm_s8_clamp(rq->zero_point + fm_s8_requantize_vector(sums, FM_S8_WIDEN(multiplier), shift, mask),
+                                      rq->lo, rq->hi);
+    uint8_t *dst = (uint8_t *)out + index;
+    if (rq->table) {
+        for (size_t j = 0; j < count; j++)
+            dst[j] = rq->table[y[j]];
+        return;
+    }
+    const fm_s8_u8v bytes = __builtin_convertvector(y, fm_s8_u8v);
+    memcpy(dst, &bytes, count);
+}
+
+#endif
