@@ -178,7 +178,10 @@ class Model(_engine.Network):
         s = self._spec
         if s.reference_inputs is None:
             return
-        got = self.predict_proba(s.reference_inputs)
+        try:
+            got = self.predict_proba(s.reference_inputs)
+        except FloatingPointError as e:  # weights that overflow float32 on the file's own inputs
+            raise WeightsFormatError(f"weights file '{self.path}': {e}") from None
         error = float(np.abs(got - s.reference_probabilities).max())
         if not error <= s.reference_atol:
             raise WeightsFormatError(

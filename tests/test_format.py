@@ -219,6 +219,16 @@ def test_overflowing_weights_raise_instead_of_answering_nan(tmp_path):
         model.predict_proba(np.stack([np.zeros((28, 28)), np.ones((28, 28))]))
 
 
+def test_reference_inputs_that_overflow_are_refused_at_load(tmp_path):
+    layers = [{"type": "dense", "name": "fc", "units": 5}, {"type": "dense", "name": "out", "units": 10, "activation": "softmax"}]
+    arrays = random_arrays(layers, (784,), np.random.default_rng(0))
+    arrays["fc/kernel"][:] = 3e38
+    arrays["reference/inputs"] = np.ones((1, 28, 28), np.float32)
+    arrays["reference/probabilities"] = np.full((1, 10), 0.1, np.float32)
+    spec = {**spec_for(layers, (784,)), "reference": {"atol": 1e-5}}
+    refused(write(tmp_path, spec, arrays), "overflow float32 for image 0")
+
+
 def test_shipped_version_1_files_still_load():
     for name in fastmnist.shipped_models():
         raw_spec, _ = format.read(fastmnist.model.shipped_weights_dir() / f"{name}.npz")
