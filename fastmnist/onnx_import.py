@@ -33,11 +33,9 @@ from typing import Any, Callable
 import numpy as np
 
 from . import format as weights_format
+from ._converted import as_unit_images, write_proven
 from .spec import MAX_ACTIVATION_VALUES, MAX_LAYERS
 
-IMAGE_SIDE = 28
-REFERENCE_COUNT = 16  # images (with the executor's probabilities) stored in the file for load() to check
-REFERENCE_ATOL = 1e-5  # engine vs the independent executor, on probabilities in [0, 1]
 MAX_FILE_BYTES = 1 << 30
 MAX_TENSOR_BYTES = weights_format.MAX_ARRAY_BYTES
 MAX_RANK = 8
@@ -128,26 +126,12 @@ def import_onnx(
     failure; the file is only written (atomically) when the check passes.
     """
     conversion = convert_onnx(source, mean=mean, std=std)
-    images = _as_unit_images(reference_images)
+    images = as_unit_images(reference_images, OnnxImportError)
     inputs = _normalised(images, mean, std).reshape(-1, *conversion.input_shape)
     outputs = run_executor(conversion.model, inputs, conversion.fixed_batch)
     probabilities = _probabilities(outputs, conversion.output)
-    arrays = dict(conversion.arrays)
-    arrays["reference/inputs"] = images[:REFERENCE_COUNT]
-    arrays["reference/probabilities"] = probabilities[:REFERENCE_COUNT]
-    spec = {**conversion.spec, "reference": {"atol": REFERENCE_ATOL}}
-    path = Path(path)
-    # Write beside the target and rename only after the check, so a failed import never leaves a file
-    # that looks usable.
-    staging = path.with_name(path.stem + ".partial.npz")
-    weights_format.save(staging, spec, arrays)
-    try:
-        _check_parity(staging, images, probabilities)
-    except BaseException:
-        staging.unlink()
-        raise
-    staging.replace(path)
-    return path
+    return write_proven(path, conversion.spec, conversion.arrays, images, probabilities,
+                        source="the independent executor's", error=OnnxImportError)
 
 
 def convert_onnx(source: str | os.PathLike | bytes | Any, *, mean: float | None = None,
@@ -1417,23 +1401,6 @@ SUPPORTED_OPS = tuple(sorted(set(_TENSOR_OPS) | set(_CONSTANT_OPS)))
 # Reference images and the parity check
 
 
-def _as_unit_images(images: np.ndarray | None) -> np.ndarray:
-    """Reference images as ``(N, 28, 28) float32`` in [0, 1]."""
-    if images is None:
-        # Fixed pseudo-random images keep an import reproducible when no real images are given.
-        return np.random.default_rng(0).random((REFERENCE_COUNT, IMAGE_SIDE, IMAGE_SIDE), dtype=np.float32)
-    images = np.asarray(images)
-    if images.ndim < 2 or images[0].size != IMAGE_SIDE * IMAGE_SIDE or not len(images):
-        raise OnnxImportError(f"reference images have shape {images.shape}, expected (N, 28, 28) or (N, 784)")
-    if images.dtype == np.uint8:
-        return images.reshape(-1, IMAGE_SIDE, IMAGE_SIDE).astype(np.float32) / 255.0
-    images = images.reshape(-1, IMAGE_SIDE, IMAGE_SIDE).astype(np.float32)
-    if not (np.isfinite(images).all() and 0.0 <= images.min() and images.max() <= 1.0):
-        raise OnnxImportError(f"reference images range from {images.min()} to {images.max()}, expected uint8 or "
-                              "floats in [0, 1]")
-    return images
-
-
 def _normalised(images: np.ndarray, mean: float | None, std: float | None) -> np.ndarray:
     """What the ONNX model takes: (pixel - mean) / std, float32."""
     return ((images.astype(np.float64) - (mean or 0.0)) / (1.0 if std is None else std)).astype(np.float32)
@@ -1446,19 +1413,3 @@ def _probabilities(outputs: np.ndarray, output: str) -> np.ndarray:
         return np.exp(outputs)
     shifted = np.exp(outputs - outputs.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-def _check_parity(path: Path, images: np.ndarray, expected: np.ndarray) -> None:
-    from . import WeightsFormatError, load
-
-    try:
-        probabilities = load(path).predict_proba(images)
-    except (WeightsFormatError, FloatingPointError) as error:  # e.g. the stored reference already disagrees,
-        # or weights so large that the engine's float32 overflows
-        raise OnnxImportError(f"the engine does not accept the converted file: {error}") from error
-    difference = np.abs(probabilities - expected)
-    worst = int(difference.max(axis=1).argmax())
-    if not difference[worst].max() <= REFERENCE_ATOL:
-        raise OnnxImportError(f"the engine's probabilities differ from the independent executor's by "
-                              f"{difference[worst].max():.3g} on reference image {worst}, expected at most "
-                              f"{REFERENCE_ATOL}")
