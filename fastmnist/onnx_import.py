@@ -32,6 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import _fold
 from . import format as weights_format
 from ._converted import as_unit_images, write_proven
 from .spec import MAX_ACTIVATION_VALUES, MAX_LAYERS
@@ -48,13 +49,12 @@ MAX_INPUT_RANGE = 1e6  # the format's limit on |lo| and |hi| of input.range
 PROBE_BATCH = 3
 EXECUTOR_BATCH = 256
 MAX_FIXED_BATCH = 4096  # the executor runs batches of the size a model fixes, padded with blank images
-FUSABLE = ("dense", "conv2d", "depthwise_conv2d")  # layer types with a kernel and a fused activation
 RELATIVE_TOLERANCE = 1e-6  # for the constants of a recognised pattern (GELU's 0.5, 1, 1/sqrt(2))
 _LAYER_NAME = re.compile(r"[^A-Za-z0-9_.\-]+")
 
-OUTPUT_SOFTMAX = "softmax"
-OUTPUT_LOG_SOFTMAX = "log_softmax, replaced by softmax"
-OUTPUT_LOGITS = "logits, softmax appended"
+OUTPUT_SOFTMAX = _fold.SOFTMAX
+OUTPUT_LOG_SOFTMAX = _fold.LOG_SOFTMAX_REPLACED
+OUTPUT_LOGITS = _fold.SOFTMAX_APPENDED
 
 # ONNX TensorProto data types the importer reads, and where their values live when raw_data is empty.
 _DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 5: np.int16, 6: np.int32, 7: np.int64, 9: np.bool_,
@@ -627,16 +627,8 @@ class _Converter:
             return
         channels = self.engine_shape[-1]
         scale, shift = (self._per_channel(v, node) for v in (scale, shift))
-        last = self.layers[-1]
-        if last["type"] in FUSABLE and last["activation"] == "linear":
-            # (x W + b) * s + t is one layer with W * s and b * s + t, per output channel (the kernel's last
-            # axis in every layout; depthwise kernels keep (in_c, multiplier) as their last two axes).
-            name = last["name"]
-            kernel = self.arrays[f"{name}/kernel"]
-            self.arrays[f"{name}/kernel"] = kernel * scale.reshape(kernel.shape[-2:] if last["type"] ==
-                                                                   "depthwise_conv2d" else (-1,))
-            self.arrays[f"{name}/bias"] = self.arrays.get(f"{name}/bias", np.zeros(channels)) * scale + shift
-            last["use_bias"] = True
+        if _fold.is_linear_producer(self.layers[-1]):
+            _fold.fold_channel_affine(self.layers[-1], self.arrays, scale, shift)
             return
         # A batchnorm with mean 0 and variance 1 is the affine map; epsilon changes the scale by 5e-13.
         self.emit(node, {"type": "batchnorm", "epsilon": 1e-12},
@@ -650,9 +642,8 @@ class _Converter:
         return result
 
     def apply_activation(self, activation: Any) -> None:
-        last = self.layers[-1] if self.layers else None
-        if last is not None and last["type"] in FUSABLE and last["activation"] == "linear":
-            last["activation"] = activation  # fused into the producing kernel's epilogue
+        if self.layers and _fold.is_linear_producer(self.layers[-1]):
+            self.layers[-1]["activation"] = activation  # fused into the producing kernel's epilogue
             return
         self.layers.append({"type": "activation", "name": self._layer_name_for("activation"),
                             "activation": activation})
@@ -664,9 +655,9 @@ class _Converter:
         result = self.materialise(result, where)
         if result.final is None:
             self.check_classes(result, where)
-            self.apply_activation("softmax")
-        self.output = {None: OUTPUT_LOGITS, "Softmax": OUTPUT_SOFTMAX, "LogSoftmax": OUTPUT_LOG_SOFTMAX}[
-            result.final]
+            self.output = _fold.append_softmax(self.layers)
+        else:
+            self.output = _fold.finish_with_softmax(self.layers, self.graph.name)
 
     def check_classes(self, tensor: _Tensor, node: _Node) -> None:
         if (len(tensor.shape) != 1 or tensor.shape[0] < 1 or len(self.engine_shape) != 1
@@ -677,28 +668,13 @@ class _Converter:
             raise node.fail("the model computes nothing from its input")
 
     def _fold_input_normalisation(self) -> None:
-        a, b = self.input_scale, self.input_shift
-        self.input_range = [0.0, 1.0]
-        if a == 1.0 and b == 0.0:
-            return
-        first = next(layer for layer in self.layers if layer["type"] != "flatten")  # never all: a softmax ends it
-        # Zero padding would see the shifted value of a pixel of 0 at the borders: folding is exact only
-        # without it.
-        if not (first["type"] == "dense" or (first["type"] in FUSABLE and first["padding"] == "valid")):
-            lo, hi = b, a + b
-            if not max(abs(lo), abs(hi)) <= MAX_INPUT_RANGE:
-                raise _fail(self.where, f"the input normalisation maps pixels to [{lo}, {hi}], expected within "
-                            f"+-{MAX_INPUT_RANGE:g}")
-            self.input_range = [lo, hi]
-            return
-        # (a p + b) W + bias = p (a W) + (bias + b sum(W)): exact, and a blank pixel stays 0.
-        name = first["name"]
-        kernel = self.arrays[f"{name}/kernel"]
-        axes = {"dense": (0,), "conv2d": (0, 1, 2), "depthwise_conv2d": (0, 1)}[first["type"]]
-        offset = b * kernel.sum(axis=axes).reshape(-1)
-        self.arrays[f"{name}/kernel"] = a * kernel
-        self.arrays[f"{name}/bias"] = self.arrays.get(f"{name}/bias", 0.0) + offset
-        first["use_bias"] = True
+        pixels = 28 * 28
+        lo, hi = _fold.fold_input_map(self.layers, self.arrays, self.input_shape,
+                                      np.full(pixels, self.input_scale), np.full(pixels, self.input_shift))
+        if not max(abs(lo), abs(hi)) <= MAX_INPUT_RANGE:
+            raise _fail(self.where, f"the input normalisation maps pixels to [{lo}, {hi}], expected within "
+                        f"+-{MAX_INPUT_RANGE:g}")
+        self.input_range = [lo, hi]
 
 
 def _check_size(node: _Node, shape: tuple[int, ...]) -> None:
@@ -1226,7 +1202,7 @@ def _softmax(c: _Converter, node: _Node, inputs: list[Any]) -> list[Any]:
     if axis not in (1, -1):
         raise node.fail(f"axis {axis}, expected the class axis of (N, classes) (1 or -1)")
     c.check_classes(tensor, node)
-    c.apply_activation("softmax")
+    c.apply_activation(_fold.SOFTMAX if node.proto.op_type == "Softmax" else _fold.LOG_SOFTMAX)
     c.head += 1
     return [_Tensor(c.head, tensor.shape, tensor.index, final=node.proto.op_type)]
 
