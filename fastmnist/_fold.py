@@ -1,11 +1,15 @@
 """Folding on the format's layer list, for converters: one place for every exact simplification.
 
 - a zeropad2d right before a conv2d / depthwise_conv2d with "valid" padding becomes that layer's explicit pads;
-- a BatchNorm right after a linear dense / conv2d / depthwise_conv2d is folded into its kernel and bias;
+- a BatchNorm (or another per-channel affine map) right after a linear dense / conv2d / depthwise_conv2d is folded
+  into its kernel and bias;
 - an activation layer right after a linear one of those becomes its fused activation;
 - the affine map of the pixels that the source model's preprocessing applies is folded into the first
   linear layer where that is exact (so a blank pixel stays exactly 0), else into ``input.range``;
 - a model that ends in logits gets a softmax, and one that ends in a log_softmax gets a softmax instead.
+
+The Keras converter folds its whole layer list at once (`fold_layers`); the ONNX converter, which decides as it
+walks, calls the single steps.
 
 Layers are the spec's JSON objects; arrays are float64 by "<layer>/<param>" and are changed in place.
 """

@@ -411,7 +411,7 @@ class Converter:
             raise node.fail("the model computes nothing from its input")
 
     def _fold_input_normalisation(self) -> None:
-        pixels = 28 * 28
+        pixels = math.prod(self.input_engine_shape)
         lo, hi = _fold.fold_input_map(self.layers, self.arrays, self.input_shape,
                                       np.full(pixels, self.input_scale), np.full(pixels, self.input_shift))
         if not max(abs(lo), abs(hi)) <= MAX_INPUT_RANGE:

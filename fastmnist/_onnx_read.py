@@ -22,12 +22,17 @@ MAX_RANK = 8
 
 # ONNX TensorProto data types the importer reads, and where their values live when raw_data is empty.
 DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 5: np.int16, 6: np.int32, 7: np.int64, 9: np.bool_,
-           10: np.float16, 11: np.float64}
+          10: np.float16, 11: np.float64}
 _TYPED_FIELDS = {1: "float_data", 11: "double_data", 7: "int64_data"}  # the others use int32_data
 _EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
 
 
 def read_model(source: Any) -> tuple[Any, str]:
+    """The ``onnx.ModelProto`` in ``source`` (a path, bytes or a ModelProto) and how messages name it.
+
+    Refuses a file over 1 GiB, a protobuf that does not parse, a graph without nodes, and tensors stored outside
+    the file (``OnnxImportError``).
+    """
     import onnx
 
     if isinstance(source, onnx.ModelProto):

@@ -43,7 +43,7 @@ def _flatten(c: Converter, node: Node, inputs: list[Any]) -> list[Any]:
 def _reshape(c: Converter, node: Node, inputs: list[Any]) -> list[Any]:
     tensor = c.tensor(inputs[0], node)
     full = reshape_target(node, (c.batch, *tensor.shape), node.constant(inputs, 1, "shape"),
-                           bool(node.attr("allowzero", "int", 0)))
+                          bool(node.attr("allowzero", "int", 0)))
     if not full or full[0] != c.batch:
         raise node.fail(f"reshapes (N, {', '.join(map(str, tensor.shape))}) to {list(full)}, which mixes the batch "
                         "axis with the others; expected (N, ...)")
@@ -117,7 +117,7 @@ def _activation(c: Converter, node: Node, inputs: list[Any]) -> list[Any]:
     if op == "Erf":
         return [Tensor(tensor.head, tensor.shape, tensor.index, Expr("erf", (tensor.expr,)))]
     return [Tensor(tensor.head, tensor.shape, tensor.index,
-                    Expr("activation", (tensor.expr,), activation=_activation_of(node, inputs)))]
+                   Expr("activation", (tensor.expr,), activation=_activation_of(node, inputs)))]
 
 
 def _activation_of(node: Node, inputs: list[Any]) -> Any:
