@@ -1,11 +1,15 @@
 """Folding on the format's layer list, for converters: one place for every exact simplification.
 
 - a zeropad2d right before a conv2d / depthwise_conv2d with "valid" padding becomes that layer's explicit pads;
-- a BatchNorm right after a linear dense / conv2d / depthwise_conv2d is folded into its kernel and bias;
+- a BatchNorm (or another per-channel affine map) right after a linear dense / conv2d / depthwise_conv2d is folded
+  into its kernel and bias;
 - an activation layer right after a linear one of those becomes its fused activation;
 - the affine map of the pixels that the source model's preprocessing applies is folded into the first
   linear layer where that is exact (so a blank pixel stays exactly 0), else into ``input.range``;
 - a model that ends in logits gets a softmax, and one that ends in a log_softmax gets a softmax instead.
+
+The Keras converter folds its whole layer list at once (`fold_layers`); the ONNX converter, which decides as it
+walks, calls the single steps.
 
 Layers are the spec's JSON objects; arrays are float64 by "<layer>/<param>" and are changed in place.
 """
@@ -32,13 +36,18 @@ def activation_name(layer: Layer) -> str:
     return activation if isinstance(activation, str) else activation["name"]
 
 
+def is_linear_producer(layer: Layer) -> bool:
+    """Whether ``layer`` has a kernel and a bias that an affine map after it can fold into, and no activation yet."""
+    return layer["type"] in FUSABLE and activation_name(layer) == "linear"
+
+
 def fold_layers(layers: list[Layer], arrays: dict[str, np.ndarray]) -> list[Layer]:
     """``layers`` with zero padding folded into the convolution after it, and each BatchNorm and activation layer
     folded into a linear producer right before it."""
     folded: list[Layer] = []
     for layer in layers:
         previous = folded[-1] if folded else None
-        producer = previous is not None and previous["type"] in FUSABLE and activation_name(previous) == "linear"
+        producer = previous is not None and is_linear_producer(previous)
         if (previous is not None and previous["type"] == "zeropad2d" and layer["type"] in ("conv2d", "depthwise_conv2d")
                 and layer["padding"] == "valid"):
             # A convolution over zero-padded values is the convolution with those pads (the format pads with 0).
@@ -53,17 +62,27 @@ def fold_layers(layers: list[Layer], arrays: dict[str, np.ndarray]) -> list[Laye
 
 
 def _fold_batchnorm(producer: Layer, batchnorm: Layer, arrays: dict[str, np.ndarray]) -> None:
-    # y = (x @ W + b - mean) * gamma / sqrt(var + eps) + beta is one linear layer, with W and b scaled per output
-    # channel: the kernel's last axis (dense, conv2d HWIO), or its last two (depthwise: channel c * dm + m).
+    # y = (x @ W + b - mean) * gamma / sqrt(var + eps) + beta is one linear layer.
     bn = {param: arrays.pop(f"{batchnorm['name']}/{param}") for param in
           ("gamma", "beta", "moving_mean", "moving_variance")}
     scale = bn["gamma"] / np.sqrt(bn["moving_variance"] + batchnorm["epsilon"])
+    fold_channel_affine(producer, arrays, scale, bn["beta"], bn["moving_mean"])
+
+
+def fold_channel_affine(producer: Layer, arrays: dict[str, np.ndarray], scale: np.ndarray, shift: np.ndarray,
+                        mean: np.ndarray | float = 0.0) -> None:
+    """Fold "y = (producer's output - mean) * scale + shift" into the linear ``producer``'s kernel and bias.
+
+    scale, shift, mean: one float64 value per output channel, ``(channels,)`` (mean may be a scalar). The kernel
+    is scaled per output channel: its last axis (dense, conv2d HWIO), or its last two (depthwise: channel
+    c * dm + m).
+    """
     name = producer["name"]
     kernel = arrays[f"{name}/kernel"]
     per_output = scale.reshape(kernel.shape[-2:]) if producer["type"] == "depthwise_conv2d" else scale
     bias = arrays.get(f"{name}/bias", np.zeros_like(scale))
     arrays[f"{name}/kernel"] = kernel * per_output
-    arrays[f"{name}/bias"] = (bias - bn["moving_mean"]) * scale + bn["beta"]
+    arrays[f"{name}/bias"] = (bias - mean) * scale + shift
     producer["use_bias"] = True
 
 
@@ -128,7 +147,16 @@ def finish_with_softmax(layers: list[Layer], model_name: str) -> str:
             "probabilities over the classes; expected a softmax, or a linear output (logits), to which the "
             "exporter appends a softmax"
         )
-    if last["type"] in FUSABLE:
+    return append_softmax(layers)
+
+
+def append_softmax(layers: list[Layer]) -> str:
+    """Make ``layers``, whose output are logits, end in their softmax; returns the ``metadata.output`` note.
+
+    The softmax is fused into a last linear layer with a kernel, else appended as an activation layer.
+    """
+    last = layers[-1]
+    if is_linear_producer(last):
         last["activation"] = SOFTMAX
     else:
         names = {layer["name"] for layer in layers}

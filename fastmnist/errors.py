@@ -1,4 +1,4 @@
-"""The exceptions the project raises for a weights file it cannot accept and a model it cannot export."""
+"""The exceptions the project raises for a weights file it cannot accept and a model it cannot export or import."""
 
 
 class WeightsFormatError(ValueError):
@@ -13,3 +13,7 @@ class ExportError(ValueError):
 
     The message names the layer, its type and the setting that is not supported, and what is.
     """
+
+
+class OnnxImportError(ValueError):
+    """An ONNX model cannot be read or written in the fastmnist format, or the written file does not match."""

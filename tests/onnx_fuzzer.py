@@ -255,7 +255,8 @@ def make_mutant(seeds: dict[str, bytes], seed: int, case: int) -> tuple[str, byt
 
 
 def check_case(path: Path, workdir: Path) -> dict:
-    from onnx_graphs import blob_images, executor_probabilities
+    from blob_images import blob_images
+    from onnx_graphs import executor_probabilities
 
     import fastmnist
     from fastmnist.onnx_import import convert_onnx, import_onnx

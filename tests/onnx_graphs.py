@@ -28,18 +28,6 @@ def weights(shape: tuple[int, ...], seed: int, scale: float = 0.3) -> np.ndarray
     return (np.random.default_rng(seed).standard_normal(shape) * scale).astype(np.float32)
 
 
-def blob_images(count: int, seed: int = 0) -> np.ndarray:
-    """``(count, 28, 28) float32`` in [0, 1]: smooth blobs on blank paper (zeros at the borders), like digits."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:28, 0:28]
-    images = np.zeros((count, 28, 28), np.float32)
-    for image in images:
-        for _ in range(4):
-            cy, cx, radius = rng.uniform(6, 22), rng.uniform(6, 22), rng.uniform(2, 5)
-            image += np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * radius**2))
-    return np.clip(images, 0.0, 1.0)
-
-
 def executor_probabilities(conversion, images: np.ndarray, mean: float = 0.0, std: float = 1.0) -> np.ndarray:
     """The independent executor's outputs for `images`, as probabilities (float64)."""
     inputs = ((images.astype(np.float64) - mean) / std).astype(np.float32).reshape(-1, *conversion.input_shape)

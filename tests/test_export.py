@@ -15,6 +15,8 @@ import pytest
 
 keras = pytest.importorskip("keras", reason="exporting needs TensorFlow/Keras (pip install tensorflow)")
 
+from blob_images import blob_images as random_images  # noqa: E402
+
 from fastmnist import format as weights_format  # noqa: E402
 from fastmnist import load, reference, spec  # noqa: E402
 from fastmnist.export import REFERENCE_ATOL, ExportError, convert_keras, export_keras  # noqa: E402
@@ -22,18 +24,6 @@ from fastmnist.export import REFERENCE_ATOL, ExportError, convert_keras, export_
 layers = keras.layers
 # The float64 reference against Keras' float32: probabilities in [0, 1] through a few small layers.
 CONVERSION_ATOL = 1e-5
-
-
-def random_images(count: int, seed: int = 0) -> np.ndarray:
-    """``(count, 28, 28) float32`` in [0, 1]: smooth blobs on blank paper, closer to digits than noise."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:28, 0:28]
-    images = np.zeros((count, 28, 28), np.float32)
-    for image in images:
-        for _ in range(4):
-            cy, cx, radius = rng.uniform(6, 22), rng.uniform(6, 22), rng.uniform(2, 5)
-            image += np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * radius**2))
-    return np.clip(images, 0.0, 1.0)
 
 
 def with_random_batchnorm_statistics(model: keras.Model, seed: int = 0) -> keras.Model:

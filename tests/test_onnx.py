@@ -14,7 +14,8 @@ import pytest
 onnx = pytest.importorskip("onnx", reason="importing ONNX models needs onnx (pip install 'fastmnist[onnx]')")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-from onnx_graphs import blob_images, conv_net, executor_probabilities, make_model, mlp, node, weights  # noqa: E402
+from blob_images import blob_images  # noqa: E402
+from onnx_graphs import conv_net, executor_probabilities, make_model, mlp, node, weights  # noqa: E402
 
 import fastmnist  # noqa: E402
 import fastmnist.reference  # noqa: E402

@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("onnx", reason="importing ONNX models needs onnx (pip install 'fastmnist[onnx]')")
 
-from onnx_graphs import blob_images  # noqa: E402
+from blob_images import blob_images  # noqa: E402
 from test_datasets import REAL_MNIST  # noqa: E402
 
 import fastmnist  # noqa: E402
