@@ -20,6 +20,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -49,6 +50,10 @@ LATENCY_ROUNDS = 20
 # The machine's speed drifts over seconds: one process timing 0.2 s stretches of softmax batches saw anything
 # from 2.0 to 3.4 M images/s, in runs of slow stretches. Ten rounds spread over the run find a quiet one.
 THROUGHPUT_ROUNDS = 10
+# Idle threads of OpenMP (at its default wait policy) and of LiteRT's pool spin for a while after a call before
+# they sleep, in any worker: each block of calls starts after this pause, so that none is timed while another
+# runtime's threads still spin on the 2 cores.
+PAUSE_SECONDS = 0.1
 # The fast paths skip zero inputs, so images with none are their worst case: every pixel raised to at least the
 # faintest ink a uint8 image can hold.
 INPUT_KINDS = {"digits": "the images as they are", "dense": "every pixel at least 1/255: no zero to skip"}
@@ -208,6 +213,8 @@ def interleaved_latencies(blocks: list[tuple[Worker, str]], plan: Plan) -> dict[
     per_round = max(1, plan.calls // LATENCY_ROUNDS)
     for round_index in range(LATENCY_ROUNDS):
         for worker, runtime in rotated(blocks, round_index):
+            time.sleep(PAUSE_SECONDS)
+            worker.call("latencies_us", runtime, 1)  # wakes the pool after the pause
             samples[worker.threads, runtime] += worker.call("latencies_us", runtime, per_round)
     return {key: (statistics.median(s), float(np.percentile(s, 99))) for key, s in samples.items()}
 
@@ -219,6 +226,7 @@ def interleaved_throughput(blocks: list[tuple[Worker, str]], plan: Plan) -> dict
     best = {(w.threads, r): float("inf") for w, r in blocks}
     for round_index in range(plan.throughput_rounds):
         for worker, runtime in rotated(blocks, round_index):
+            time.sleep(PAUSE_SECONDS)
             seconds = worker.call("batch_seconds", runtime, plan.throughput_seconds)
             best[worker.threads, runtime] = min(best[worker.threads, runtime], seconds)
     return {key: plan.batch / seconds for key, seconds in best.items()}

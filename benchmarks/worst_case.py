@@ -5,7 +5,7 @@
 
 The quick look behind `bench.py --inputs digits dense`: only the two runtimes and batch-1 latency, so that many
 rounds fit in a minute. Each round times `--calls` calls of each runtime in turn (the order alternating), and
-keeps each runtime's median; printed are the median and quartiles over the rounds of those medians and of
+keeps each runtime's median, with a pause between the blocks (see PAUSE_SECONDS); printed are the median and quartiles over the rounds of those medians and of
 their ratio fastmnist / LiteRT (below 1: fastmnist is faster). One process serves one thread count, with
 OMP_NUM_THREADS set to it before anything is imported. A benchmark: nothing here asserts speed.
 """
@@ -24,6 +24,10 @@ import numpy as np
 
 RUNTIMES = ("fastmnist", "LiteRT")
 WARM_UP_CALLS = 200
+# Both runtimes' idle threads spin for a while after a call before they sleep (OpenMP's default wait policy,
+# and LiteRT's thread pool): a block timed while the other runtime's threads still spin shares the 2 cores with
+# them. A pause between blocks lets them fall asleep.
+PAUSE_SECONDS = 0.1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +73,9 @@ def round_medians(predict: dict, image: np.ndarray, rounds: int, calls: int) -> 
     medians = {runtime: [] for runtime in predict}
     for round_index in range(rounds):
         for runtime in (RUNTIMES if round_index % 2 == 0 else RUNTIMES[::-1]):
+            time.sleep(PAUSE_SECONDS)
             f, samples = predict[runtime], []
+            f(image)  # wakes the pool: the first call after a pause is not what a caller in a loop sees
             for _ in range(calls):
                 start = time.perf_counter_ns()
                 f(image)
