@@ -5,8 +5,9 @@
     python benchmarks/bench.py --quick --models mlp300  # a smoke run: few calls, numbers meaningless
     python benchmarks/bench.py --random                 # random weights in the mlp300 and cnn shapes
     python benchmarks/bench.py --runtimes "fastmnist int8" "LiteRT int8"   # fastmnist and these only
+    python benchmarks/bench.py --inputs digits dense    # also on images without a zero pixel: no skipping
 
-For each model and thread count: batch-1 latency as a Python user sees it (median and p99 over all calls after
+For each model, input kind and thread count: batch-1 latency as a Python user sees it (median and p99 over all calls after
 warm-up), batch-1024 throughput (the fastest of a few timed stretches), peak memory of the cnn at batch 1024
 (each runtime in a fresh process) and each runtime's agreement with fastmnist. All runtimes at all thread counts
 are interleaved round by round, so that noise from the machine hits them all alike. Prints a markdown table; see
@@ -20,6 +21,7 @@ import os
 import statistics
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -50,6 +52,14 @@ LATENCY_ROUNDS = 20
 # The machine's speed drifts over seconds: one process timing 0.2 s stretches of softmax batches saw anything
 # from 2.0 to 3.4 M images/s, in runs of slow stretches. Ten rounds spread over the run find a quiet one.
 THROUGHPUT_ROUNDS = 10
+# Idle threads of OpenMP (at its default wait policy) and of LiteRT's pool spin for a while after a call before
+# they sleep, in any worker: each block of calls starts after this pause, so that none is timed while another
+# runtime's threads still spin on the 2 cores.
+PAUSE_SECONDS = 0.1
+# The fast paths skip zero inputs, so images with none are their worst case: every pixel raised to at least the
+# faintest ink a uint8 image can hold.
+INPUT_KINDS = {"digits": "the images as they are", "dense": "every pixel at least 1/255: no zero to skip"}
+DENSE_FLOOR = np.float32(1 / 255)
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,7 @@ class Plan:
 @dataclass(frozen=True)
 class Row:
     model: str
+    inputs: str
     threads: int
     runtime: str
     median_us: float
@@ -92,10 +103,13 @@ def run(args: argparse.Namespace, plan: Plan, workdir: Path) -> list[Row]:
     models = model_paths(args, workdir)
     images, source = benchmark_images(max(plan.batch, AGREEMENT_IMAGES))
     calibration = calibration_images()
-    inputs = {"single": images[:1], "batch": images[:plan.batch], "agreement": images[:AGREEMENT_IMAGES]}
+    kinds = {kind: input_kind(images, kind) for kind in args.inputs}
+    inputs = {kind: {"single": chosen[:1], "batch": chosen[:plan.batch], "agreement": chosen[:AGREEMENT_IMAGES]}
+              for kind, chosen in kinds.items()}
 
     fastmnist.show_config()
-    print(f"inputs: {source}; peers: {peer_versions()}")
+    print(f"inputs: {source}; {'; '.join(f'{kind}: {INPUT_KINDS[kind]}' for kind in kinds)}; "
+          f"peers: {peer_versions()}")
     workers = [Worker(threads) for threads in plan.threads]
     try:
         return [row for name, weights in models.items()
@@ -117,6 +131,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="few calls and rounds: a smoke run")
     parser.add_argument("--runtimes", nargs="+", choices=RUNTIMES, metavar="RUNTIME",
                         help=f"runtimes to run besides fastmnist (default: all of {', '.join(RUNTIMES)})")
+    parser.add_argument("--inputs", nargs="+", choices=INPUT_KINDS, default=["digits"],
+                        help="input kinds, each a group of rows: " + "; ".join(f"{k}: {v}" for k, v in
+                                                                           INPUT_KINDS.items()) + " (default digits)")
     return parser.parse_args(argv)
 
 
@@ -158,6 +175,11 @@ def runtimes_to_run(args: argparse.Namespace) -> tuple[str, ...]:
     return RUNTIMES if not args.runtimes else tuple(r for r in RUNTIMES if r == "fastmnist" or r in args.runtimes)
 
 
+def input_kind(images: np.ndarray, kind: str) -> np.ndarray:
+    """`images` as they are ("digits") or with every pixel at least DENSE_FLOOR ("dense")."""
+    return images if kind == "digits" else np.maximum(images, DENSE_FLOOR)
+
+
 def peer_versions() -> str:
     found = []
     for package in PEER_PACKAGES:
@@ -168,28 +190,34 @@ def peer_versions() -> str:
     return ", ".join(found)
 
 
-def benchmark_model(name: str, weights: Path, workers: list[Worker], workdir: Path, inputs: dict, plan: Plan,
-                    skip_memory: bool, calibration: np.ndarray, wanted: tuple[str, ...] = RUNTIMES) -> list[Row]:
+def benchmark_model(name: str, weights: Path, workers: list[Worker], workdir: Path, inputs: dict[str, dict],
+                    plan: Plan, skip_memory: bool, calibration: np.ndarray,
+                    wanted: tuple[str, ...] = RUNTIMES) -> list[Row]:
+    """The rows of one model: for each input kind (a key of `inputs`), every wanted runtime at every thread count."""
     print(f"\n{name}: {weights}", flush=True)
     skipped = write_peer_files(weights, workdir, calibration)
-    for worker in workers:
-        for runtime, reason in worker.call("load", weights, workdir, inputs, wanted).items():
-            skipped.setdefault(runtime, reason)  # a conversion failure explains the worker's "not written"
-    for runtime, reason in skipped.items():
-        if runtime in wanted:
-            print(f"  skipping {runtime}: {reason}")
-    runtimes = [r for r in wanted if r not in skipped]
-    blocks = [(worker, runtime) for worker in workers for runtime in runtimes]
+    rows = []
+    for kind, kind_inputs in inputs.items():
+        for worker in workers:
+            for runtime, reason in worker.call("load", weights, workdir, kind_inputs, wanted).items():
+                skipped.setdefault(runtime, reason)  # a conversion failure explains the worker's "not written"
+        if not rows:
+            for runtime, reason in skipped.items():
+                if runtime in wanted:
+                    print(f"  skipping {runtime}: {reason}")
+        runtimes = [r for r in wanted if r not in skipped]
+        blocks = [(worker, runtime) for worker in workers for runtime in runtimes]
 
-    agreement = {(w.threads, r): agreement_with_fastmnist(w, r) for w, r in blocks}
-    latency = interleaved_latencies(blocks, plan)
-    rate = interleaved_throughput(blocks, plan)
-    memory = {}
-    if weights.stem == MEMORY_MODEL and not skip_memory:
-        print(f"  measuring peak memory at batch {plan.batch}, one fresh process each", flush=True)
-        memory = {(w.threads, r): peak_mb(r, weights, w.threads, workdir, plan.batch) for w, r in blocks}
-    return [Row(name, w.threads, r, *latency[w.threads, r], rate[w.threads, r], *agreement[w.threads, r],
-                memory.get((w.threads, r))) for w, r in blocks]
+        agreement = {(w.threads, r): agreement_with_fastmnist(w, r) for w, r in blocks}
+        latency = interleaved_latencies(blocks, plan)
+        rate = interleaved_throughput(blocks, plan)
+        memory = {}
+        if weights.stem == MEMORY_MODEL and not skip_memory and not rows:  # peak memory does not depend on pixels
+            print(f"  measuring peak memory at batch {plan.batch}, one fresh process each", flush=True)
+            memory = {(w.threads, r): peak_mb(r, weights, w.threads, workdir, plan.batch) for w, r in blocks}
+        rows += [Row(name, kind, w.threads, r, *latency[w.threads, r], rate[w.threads, r], *agreement[w.threads, r],
+                     memory.get((w.threads, r))) for w, r in blocks]
+    return rows
 
 
 def agreement_with_fastmnist(worker: Worker, runtime: str) -> tuple[float, float]:
@@ -207,6 +235,8 @@ def interleaved_latencies(blocks: list[tuple[Worker, str]], plan: Plan) -> dict[
     per_round = max(1, plan.calls // LATENCY_ROUNDS)
     for round_index in range(LATENCY_ROUNDS):
         for worker, runtime in rotated(blocks, round_index):
+            time.sleep(PAUSE_SECONDS)
+            worker.call("latencies_us", runtime, 1)  # wakes the pool after the pause
             samples[worker.threads, runtime] += worker.call("latencies_us", runtime, per_round)
     return {key: (statistics.median(s), float(np.percentile(s, 99))) for key, s in samples.items()}
 
@@ -218,6 +248,7 @@ def interleaved_throughput(blocks: list[tuple[Worker, str]], plan: Plan) -> dict
     best = {(w.threads, r): float("inf") for w, r in blocks}
     for round_index in range(plan.throughput_rounds):
         for worker, runtime in rotated(blocks, round_index):
+            time.sleep(PAUSE_SECONDS)
             seconds = worker.call("batch_seconds", runtime, plan.throughput_seconds)
             best[worker.threads, runtime] = min(best[worker.threads, runtime], seconds)
     return {key: plan.batch / seconds for key, seconds in best.items()}
@@ -234,15 +265,15 @@ def print_table(rows: list[Row], plan: Plan) -> None:
           f"latency ratio = runtime / fastmnist and throughput ratio = fastmnist / runtime, at the same thread "
           f"count (> 1: fastmnist is faster); peak MB above bare NumPy ({MEMORY_MODEL} at batch {plan.batch}); "
           f"agreement with fastmnist on {AGREEMENT_IMAGES} images, ⚠ beyond {AGREEMENT_ATOL:g}\n")
-    print("| model | threads | runtime | median µs | p99 µs | latency ratio | images/s | throughput ratio "
+    print("| model | inputs | threads | runtime | median µs | p99 µs | latency ratio | images/s | throughput ratio "
           "| peak MB | max \\|Δp\\| | argmax agree |")
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    baseline = {(r.model, r.threads): r for r in rows if r.runtime == "fastmnist"}
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    baseline = {(r.model, r.inputs, r.threads): r for r in rows if r.runtime == "fastmnist"}
     for r in rows:
-        base = baseline[r.model, r.threads]
+        base = baseline[r.model, r.inputs, r.threads]
         memory = "—" if r.memory_mb is None else f"{r.memory_mb:,.0f}"
         flag = " ⚠" if r.max_diff > AGREEMENT_ATOL else ""
-        print(f"| {r.model} | {r.threads} | {r.runtime} | {r.median_us:,.1f} | {r.p99_us:,.1f} | "
+        print(f"| {r.model} | {r.inputs} | {r.threads} | {r.runtime} | {r.median_us:,.1f} | {r.p99_us:,.1f} | "
               f"{r.median_us / base.median_us:.2f}× | {r.images_per_s:,.0f} | "
               f"{base.images_per_s / r.images_per_s:.2f}× | {memory} | {r.max_diff:.1e}{flag} | "
               f"{r.argmax_agreement:.1%} |")

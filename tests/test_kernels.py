@@ -266,6 +266,25 @@ def test_wide_dense_input_is_summed_in_chunks_exactly(tmp_path, isa):
     np.testing.assert_array_equal(acts["d"], alone)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_dense_on_inputs_without_zeros_gives_the_same_bits_in_any_batch(tmp_path, isa):
+    """Images without a zero pixel skip nothing, so neighbouring blocks of rows may run as one: each output
+    within its rounding bound, and the same bits as the image's own single-row result, in batches that end
+    inside such a pair and on its edge."""
+    layer = {"type": "dense", "name": "fc", "units": 45, "activation": "relu"}
+    path = write_model(tmp_path / "m.npz", [layer, *head()[1:]], input_shape=(784,), seed=21)
+    images = np.maximum(random_images(64, seed=22), np.float32(1 / 255))
+    model = fastmnist.load(path, isa=isa, num_threads=1)
+    alone = np.concatenate([dict(model.activations(image[None]))["fc"] for image in images])
+    for batch in (7, 11, 12, 13, 24, 31, 64):
+        np.testing.assert_array_equal(dict(model.activations(images[:batch]))["fc"], alone[:batch], err_msg=str(batch))
+    params = model_params(path, "fc")
+    x = images.reshape(64, 784).astype(np.float64)
+    want = reference.dense(x, params["kernel"], params["bias"], "relu")
+    bound = gamma(784) * (np.abs(x) @ np.abs(params["kernel"]) + np.abs(params["bias"]))
+    check_within(alone, want, bound + activation_slack(want, "relu"), f"dense without zeros {isa}")
+
+
 @pytest.mark.parametrize("isa", [isa for isa in ISAS if isa != "scalar"])
 def test_fast_paths_match_scalar_path(tmp_path, isa):
     """The fast path against the obviously-right one, layer by layer, on a model with odd sizes everywhere."""

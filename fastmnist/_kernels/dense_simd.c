@@ -13,6 +13,15 @@
 #include "simd.h"
 
 #define MAX_ROWS FM_DENSE_BLOCK_ROWS /* 6 rows x 2 vectors = 12 accumulators, within AVX2's 16 registers */
+/* Two neighbouring blocks that skip nothing run as one, so a panel's weights come from L2 once for both: AVX-512
+ * has the 32 registers for 24 accumulators. Blocks with zeros to skip keep their own lists. */
+#if FM_VECTOR_WIDTH == 16
+#define JOINED_ROWS (2 * MAX_ROWS)
+#define WITH_ROWS FM_WITH_CONSTANT_1_TO_12
+#else
+#define JOINED_ROWS MAX_ROWS
+#define WITH_ROWS FM_WITH_CONSTANT_1_TO_6
+#endif
 #define GROUP_PANELS 6               /* 1 row x 6 panels x 2 vectors: 12 accumulators as well */
 #define GROUP (GROUP_PANELS * FM_NR)
 #define PREFETCH_AHEAD 16            /* listed rows: about 0.2 us of work ahead, the latency of memory */
@@ -82,7 +91,7 @@ FM_ALWAYS_INLINE void load_sums(fm_vec acc[2], const float *out, const float *bi
     acc[1] = fm_load(sums + FM_VECTOR_WIDTH);
 }
 
-/* `rows` (<= MAX_ROWS, a constant after inlining) rows times one panel, over the `count` inputs listed in
+/* `rows` (<= JOINED_ROWS, a constant after inlining) rows times one panel, over the `count` inputs listed in
  * `active`, or over all inputs in order when `active` is NULL (a constant too, so the dense loop has no
  * indirection). `resume`: add to the sums in `out` rather than start from the bias; `finish`: these are the
  * last inputs, so apply the activation. */
@@ -92,7 +101,7 @@ FM_ALWAYS_INLINE void dense_block(size_t rows, float *out, const float *in, cons
                                   int finish)
 {
     const size_t stored = out_dim - col < FM_NR ? out_dim - col : FM_NR;
-    fm_vec acc[MAX_ROWS][2];
+    fm_vec acc[JOINED_ROWS][2];
     for (size_t r = 0; r < rows; r++)
         load_sums(acc[r], out + r * out_dim, bias, col, stored, resume);
     for (size_t i = 0; i < count; i++) {
@@ -182,7 +191,7 @@ static void block_times_panel(size_t rows, float *out, const float *in, const fl
             dense_block(n, out, in, panel, stride, bias, in_dim, out_dim, col, activation, active, count,   \
                         resume, finish);                                                                    \
     } while (0)
-    FM_WITH_CONSTANT_1_TO_6(rows, BLOCK_CALL)
+    WITH_ROWS(rows, BLOCK_CALL)
 #undef BLOCK_CALL
 }
 
@@ -198,6 +207,21 @@ static size_t first_at_least(const uint32_t *list, size_t count, size_t k)
             hi = mid;
     }
     return lo;
+}
+
+/* Into L2, block b's share of the next panel's rows in chunk [k_begin, k_begin + length); nothing without one. */
+static void prefetch_share(const float *next, size_t next_stride, size_t k_begin, size_t length, size_t b,
+                           size_t blocks)
+{
+    for (size_t k = k_begin + b * length / blocks; next && k < k_begin + (b + 1) * length / blocks; k++)
+        __builtin_prefetch(next + k * next_stride, 0, 2);
+}
+
+/* The entries [start, stop) of a block's list (its length at list[-1]) that lie in chunk [k_begin, k_end). */
+static void listed_in_chunk(const uint32_t *list, size_t k_begin, size_t k_end, size_t *start, size_t *stop)
+{
+    *start = first_at_least(list, list[-1], k_begin);
+    *stop = first_at_least(list, list[-1], k_end);
 }
 
 void FM_FN(fm_dense_f32)(float *out, const float *in, const float *packed, const float *bias,
@@ -227,12 +251,20 @@ void FM_FN(fm_dense_f32)(float *out, const float *in, const float *packed, const
             const float *next =
                 col + FM_NR < col_end ? panel_at(packed, in_dim, out_dim, col + FM_NR, &next_stride) : NULL;
             for (size_t b = 0; b < blocks; b++) {
-                const size_t first = b * MAX_ROWS, block_rows = rows - first < MAX_ROWS ? rows - first : MAX_ROWS;
-                for (size_t k = k_begin + b * length / blocks; next && k < k_begin + (b + 1) * length / blocks; k++)
-                    __builtin_prefetch(next + k * next_stride, 0, 2); /* into L2, this block's share */
+                const size_t first = b * MAX_ROWS;
+                size_t block_rows = rows - first < MAX_ROWS ? rows - first : MAX_ROWS;
+                prefetch_share(next, next_stride, k_begin, length, b, blocks);
                 const uint32_t *list = active + b * list_size + 1;
-                const size_t count = list[-1];
-                const size_t start = first_at_least(list, count, k_begin), stop = first_at_least(list, count, k_end);
+                size_t start, stop;
+                listed_in_chunk(list, k_begin, k_end, &start, &stop);
+                if (JOINED_ROWS > MAX_ROWS && stop - start == length && b + 1 < blocks) {
+                    size_t next_start, next_stop;
+                    listed_in_chunk(list + list_size, k_begin, k_end, &next_start, &next_stop);
+                    if (next_stop - next_start == length) { /* neither skips anything: one block of both */
+                        prefetch_share(next, next_stride, k_begin, length, ++b, blocks);
+                        block_rows += rows - first - MAX_ROWS < MAX_ROWS ? rows - first - MAX_ROWS : MAX_ROWS;
+                    }
+                }
                 block_times_panel(block_rows, out + first * out_dim, in + first * in_dim, panel, stride, bias,
                                   in_dim, out_dim, col, activation, list + start, stop - start, k_begin, k_end);
             }

@@ -185,6 +185,13 @@ static void run_elementwise(const fm_network *net, const fm_op *op, float *dst, 
         net->kernels->activation(dst + begin * channels, (end - begin) * channels, op->activation);
 }
 
+/* Whether thread 0 computes all of a dense op's columns, whatever the team: they fit in one panel, the
+ * unit that share() hands out (a 10-class output layer does). */
+static int one_owner(const fm_network *net, const fm_op *op)
+{
+    return op->kind == FM_OP_DENSE && op->window.out_c <= net->kernels->panel_width();
+}
+
 /* One op on `images` images (always 1 for the ops that take an image), split across the team. */
 static void run_op(const fm_network *net, const fm_op *op, float *dst, const float *src, size_t images,
                    workspace ws, int tid, int nth)
@@ -246,7 +253,12 @@ static void run_op(const fm_network *net, const fm_op *op, float *dst, const flo
         run_elementwise(net, op, dst, src, images, tid, nth);
         return;
     }
-    if (op->activation.kind == FM_ACT_SOFTMAX) { /* needs every column of a row: after the barrier */
+    if (op->activation.kind == FM_ACT_SOFTMAX) { /* needs every column of a row */
+        if (one_owner(net, op)) { /* the owner of every column needs no barrier: it takes every row */
+            if (tid == 0)
+                net->kernels->softmax(dst, images * w->out_h * w->out_w, w->out_c);
+            return;
+        }
         team_barrier(nth);
         share(images * w->out_h * w->out_w, 1, tid, nth, &begin, &end);
         net->kernels->softmax(dst + begin * w->out_c, end - begin, w->out_c);
@@ -340,7 +352,8 @@ static size_t run_tile(const fm_network *net, float *out, const void *in, int in
         const size_t j = i - split; /* ping-pong between the two vector buffers */
         float *dst = i == last_op ? final_out : ws.vector[(j + 1) % 2];
         run_op(net, op, dst, j == 0 ? vector_in : ws.vector[j % 2], images, ws, tid, nth);
-        team_barrier(nth);
+        if (i < last_op) /* after the last, the caller waits for the team */
+            team_barrier(nth);
         tap(taps, i, op, first, dst, images);
     }
     return bad;
@@ -379,10 +392,12 @@ size_t fm_network_run(const fm_network *net, float *out, const void *in, int in_
 #pragma omp parallel num_threads(threads) reduction(min : bad)
         {
             const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
-            for (size_t first = 0; first < images; first += net->tile)
+            for (size_t first = 0; first < images; first += net->tile) {
+                team_barrier(first > 0 ? nth : 1); /* a tile reuses the buffers that the last one read */
                 bad = min_size(bad, run_tile(net, out, in, in_is_u8, first, min_size(net->tile, images - first),
                                              carve(net, workspace, tid), tid, nth, taps));
-        }
+            }
+        } /* the end of the parallel region: every thread's last op is done */
 #endif
     }
     return bad < images * net->input_values ? bad : images * net->input_values;

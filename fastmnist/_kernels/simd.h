@@ -41,6 +41,18 @@ typedef int fm_ivec __attribute__((vector_size(FM_VECTOR_WIDTH * 4)));
     default: break;                          \
     }
 
+/* The same for 1 to 12. */
+#define FM_WITH_CONSTANT_1_TO_12(count, CALL)     \
+    switch (count) {                              \
+    case 12: CALL(12); break;                     \
+    case 11: CALL(11); break;                     \
+    case 10: CALL(10); break;                     \
+    case 9: CALL(9); break;                       \
+    case 8: CALL(8); break;                       \
+    case 7: CALL(7); break;                       \
+    default: FM_WITH_CONSTANT_1_TO_6(count, CALL) \
+    }
+
 /* Two vectors of output channels per register tile: enough independent accumulators to hide FMA latency. */
 #define FM_NR (2 * FM_VECTOR_WIDTH)
 
