@@ -63,7 +63,7 @@ class MainWindow(QMainWindow):
         splitter.setStretchFactor(1, 1)
         splitter.setChildrenCollapsible(False)
         self.setCentralWidget(splitter)
-        self._model_status = QLabel()
+        self._model_status = QLabel(objectName="modelStatus")
         self.statusBar().addPermanentWidget(self._model_status)
 
         self._make_actions()
@@ -135,7 +135,7 @@ class MainWindow(QMainWindow):
     def _add_model(self, source: str, model: fastmnist.Model) -> None:
         self._models[source] = model
         name = source if source in fastmnist.shipped_models() else os.path.basename(source)
-        self._selector.add_model(source, describe(name, model.metadata))
+        self._selector.add_model(source, describe(name, model.metadata, model.precision))
 
     def model(self) -> fastmnist.Model | None:
         """The model in use, or None before one is chosen."""
@@ -163,7 +163,7 @@ class MainWindow(QMainWindow):
         self._selector.set_active(source)
         self._prediction.set_classes(model.classes)
         self._inspector.set_model(model.layers, model.classes, model.ideal_inputs)
-        self._model_status.setText(describe(model.name, model.metadata))
+        self._model_status.setText(describe(model.name, model.metadata, model.precision))
         self.setWindowTitle(f"fastmnist — {model.name}")
         self._refresh()
         return True

@@ -1,4 +1,4 @@
-"""The model chooser: every shipped model with its accuracy, plus an entry to open a weights file."""
+"""The model chooser: every shipped model with its accuracy and precision, plus an entry to open a weights file."""
 
 from __future__ import annotations
 
@@ -11,12 +11,25 @@ OPEN_FILE_TEXT = "Open weights file…"
 NO_MODEL_TEXT = "no model loaded"
 
 
-def describe(name: str, metadata: dict) -> str:
-    """A model's entry text: its name and, when recorded, its MNIST test accuracy."""
+def _percent(fraction: float) -> str:
+    return f"{fraction:.2%}".replace("%", " %")
+
+
+def describe(name: str, metadata: dict, precision: str) -> str:
+    """A model's entry text: its name, its MNIST test accuracy when recorded, and the precision it runs in,
+    e.g. "cnn_int8 — 99.64 % on MNIST test · int8".
+
+    A quantized file that records only the accuracy of the float model it was made from says so, rather
+    than passing that figure off as its own.
+    """
     accuracy = metadata.get("test_accuracy")
+    quantization = metadata.get("quantization")
+    source_accuracy = quantization.get("source_test_accuracy") if isinstance(quantization, dict) else None
     if isinstance(accuracy, (int, float)):
-        return f"{name} — {accuracy:.2%} on MNIST test".replace("%", " %")
-    return name
+        return f"{name} — {_percent(accuracy)} on MNIST test · {precision}"
+    if isinstance(source_accuracy, (int, float)):
+        return f"{name} — {_percent(source_accuracy)} on MNIST test before quantization · {precision}"
+    return f"{name} · {precision}"
 
 
 class ModelSelector(QComboBox):

@@ -25,9 +25,9 @@ from fastmnist import format as weights_format  # noqa: E402
 from fastmnist.gui import catalog  # noqa: E402
 from fastmnist.gui.app import create_window  # noqa: E402
 from fastmnist.gui.canvas import PICTURE_SIZE, Canvas  # noqa: E402
-from fastmnist.gui.inspector import shown_layers  # noqa: E402
+from fastmnist.gui.inspector import NO_IDEAL_INPUTS, shown_layers  # noqa: E402
 from fastmnist.gui.main_window import MainWindow  # noqa: E402
-from fastmnist.gui.model_selector import ModelSelector  # noqa: E402
+from fastmnist.gui.model_selector import ModelSelector, describe  # noqa: E402
 from fastmnist.gui.prediction_view import EMPTY_TEXT, ProbabilityBars  # noqa: E402
 from fastmnist.gui.tiles import TileGrid  # noqa: E402
 from fastmnist.images import read_image  # noqa: E402
@@ -292,6 +292,15 @@ def test_the_app_opens_on_the_cnn_else_on_the_most_accurate_model():
     assert catalog.best({}) is None
 
 
+def test_a_model_entry_names_its_accuracy_and_precision():
+    assert describe("cnn_int8", {"test_accuracy": 0.9964}, "int8") == "cnn_int8 — 99.64 % on MNIST test · int8"
+    assert describe("cnn", {"test_accuracy": 0.9964}, "float32") == "cnn — 99.64 % on MNIST test · float32"
+    quantized = {"quantization": {"source": "mlp300.npz", "source_test_accuracy": 0.9889}}
+    assert (describe("mlp300_int8", quantized, "int8")
+            == "mlp300_int8 — 98.89 % on MNIST test before quantization · int8")
+    assert describe("mine", {}, "int8") == "mine · int8"
+
+
 # A child interpreter starts the app as a user does, with a timer queued before the event loop runs: once the
 # loop starts it prints the titles of the shown windows and quits, and the command's exit status comes back.
 START_THEN_QUIT = """
@@ -392,3 +401,87 @@ def test_the_best_shipped_model_reads_each_drawn_digit(qtbot, app_window, digit)
     qtbot.waitUntil(lambda: prediction_label(app_window).text() == "", timeout=2000)
     draw(canvas, DIGITS[digit])
     qtbot.waitUntil(lambda: prediction_label(app_window).text() == digit, timeout=2000)
+
+
+def percent(fraction: float) -> str:
+    return f"{fraction:.2%}".replace("%", " %")
+
+
+# The offscreen platform warns that it cannot raise a popup or let it grab the keyboard; the popup works.
+shows_a_popup = pytest.mark.qt_log_ignore("This plugin does not support propagateSizeHints",
+                                          "This plugin does not support raise",
+                                          "This plugin does not support grabbing the keyboard")
+
+
+def pick_from_popup(qtbot, selector: ModelSelector, source: str) -> None:
+    """Choose `source` as a user does: open the selector's list and click its entry."""
+    selector.showPopup()
+    view = selector.view()
+    qtbot.waitUntil(view.isVisible, timeout=2000)
+    index = view.model().index(selector.findData(source), 0)
+    view.scrollTo(index)
+    QTest.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=view.visualRect(index).center())
+    qtbot.waitUntil(lambda: not view.isVisible(), timeout=2000)
+
+
+@pytest.fixture
+def shipped_window(qtbot) -> MainWindow:
+    """The app as it starts, for a test that switches models (app_window is shared by tests that do not)."""
+    window = create_window()
+    qtbot.addWidget(window)
+    window.resize(1100, 680)
+    window.show()
+    qtbot.waitExposed(window)
+    return window
+
+
+@needs_trained_model
+def test_the_selector_lists_every_shipped_model_with_its_precision_and_accuracy(shipped_window):
+    selector = shipped_window.findChild(ModelSelector, "modelSelector")
+    assert selector.sources() == fastmnist.shipped_models()
+    assert any(name.endswith("_int8") for name in selector.sources())
+    for index, name in enumerate(selector.sources()):
+        model = fastmnist.load(name)
+        text = selector.itemText(index)
+        assert text.startswith(f"{name} — ") and text.endswith(f" · {model.precision}"), text
+        assert model.precision == ("int8" if name.endswith("_int8") else "float32")
+        recorded = model.metadata.get("test_accuracy", model.metadata.get("quantization", {}).get(
+            "source_test_accuracy"))
+        assert f" — {percent(recorded)} on MNIST test" in text, text
+    assert shipped_window.model().name == "cnn" and shipped_window.model().precision == "float32"
+    status = shipped_window.findChild(QLabel, "modelStatus").text()
+    assert status.startswith("cnn — ") and status.endswith(" · float32"), status
+
+
+@needs_trained_model
+@shows_a_popup
+def test_switching_to_cnn_int8_shows_int8_and_reads_a_drawn_digit(qtbot, shipped_window):
+    selector = shipped_window.findChild(ModelSelector, "modelSelector")
+    pick_from_popup(qtbot, selector, "cnn_int8")
+    assert shipped_window.model().name == "cnn_int8" and shipped_window.model().precision == "int8"
+    status = shipped_window.findChild(QLabel, "modelStatus").text()
+    assert status.startswith("cnn_int8 — ") and status.endswith(" · int8"), status
+    assert selector.currentText() == status
+    draw(shipped_window.findChild(Canvas, "canvas"), DIGITS["3"])
+    qtbot.waitUntil(lambda: prediction_label(shipped_window).text() == "3", timeout=2000)
+
+
+@needs_trained_model
+@shows_a_popup
+def test_look_inside_an_int8_model_shows_its_feature_maps_without_ideal_inputs(qtbot, shipped_window):
+    pick_from_popup(qtbot, shipped_window.findChild(ModelSelector, "modelSelector"), "cnn_int8")
+    canvas = shipped_window.findChild(Canvas, "canvas")
+    tabs = shipped_window.findChild(QTabWidget).tabBar()
+    QTest.mouseClick(tabs, Qt.MouseButton.LeftButton, pos=tabs.tabRect(1).center())  # "Look inside"
+    # The float cnn's panel, ideal inputs and all, goes once the event loop has run.
+    qtbot.waitUntil(lambda: shipped_window.findChild(TileGrid, "idealInputs") is None, timeout=2000)
+    draw(canvas, ZERO)
+    conv1 = shipped_window.findChild(TileGrid, "activations:conv1")
+    qtbot.waitUntil(lambda: conv1.tile_count() == 32, timeout=2000)
+    assert shipped_window.findChild(TileGrid, "activations:conv2").tile_count() == 64
+    assert shipped_window.findChild(TileGrid, "activations:fc1").tile_count() == 1
+    assert any(label.text() == NO_IDEAL_INPUTS for label in shipped_window.findChildren(QLabel))
+    # The maps are the dequantized activations of the drawing, not blank tiles.
+    image = conv1.grab().toImage()
+    colours = {image.pixel(x, y) for x in range(0, image.width(), 3) for y in range(0, image.height(), 3)}
+    assert len(colours) > 10
