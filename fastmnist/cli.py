@@ -203,14 +203,16 @@ def _predict(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _quantize(args: argparse.Namespace, argv: list[str]) -> int:
+    from . import load
     from .datasets import load_mnist
     from .quantize import DEFAULT_CALIBRATION_IMAGES, calibration_set, quantize
 
     count = DEFAULT_CALIBRATION_IMAGES if args.calibration_images is None else args.calibration_images
-    (x_train, _), _ = load_mnist(args.data)
-    path = quantize(args.source, args.out, calibration_set(x_train, count))
+    (x_train, _), (x_test, y_test) = load_mnist(args.data)
+    path = quantize(args.source, args.out, calibration_set(x_train, count), test_set=(x_test, y_test))
+    accuracy = load(path).metadata["test_accuracy"]
     print(f"quantized to {path} (calibrated on {count} training digits; the engine reproduces the stored "
-          "integer reference outputs)")
+          f"integer reference outputs); int8 test accuracy {accuracy:.2%}")
     return 0
 
 

@@ -48,11 +48,12 @@ class _Stage:
 
 
 def quantize(source: str | os.PathLike, path: str | os.PathLike, calibration_images: np.ndarray,
-             range_method: str = RANGE_METHOD) -> Path:
+             range_method: str = RANGE_METHOD, test_set: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
     """Quantize the float model `source` (a weights file, or a shipped model's name) to an int8 weights file
     at `path`, calibrated on `calibration_images` ((n, 28, 28) or (n, 784); uint8 0..255 or float in [0, 1];
     a few hundred MNIST training digits). Checks that the engine reproduces the file's reference outputs (the
-    NumPy integer reference's) before writing it; returns the path."""
+    NumPy integer reference's) before writing it; returns the path. `test_set` (images, labels), when given,
+    is classified by the int8 model and its accuracy recorded as the file's `metadata.test_accuracy`."""
     from .model import load, shipped_models, shipped_weights_dir  # they need the engine; the helpers do not
 
     source_path = Path(source)
@@ -84,7 +85,12 @@ def quantize(source: str | os.PathLike, path: str | os.PathLike, calibration_ima
     staging = path.with_name(path.name + ".partial")
     format.save(staging, out_spec, params)
     try:
-        load(staging)  # refuses a file whose reference outputs the engine does not reproduce
+        quantized_model = load(staging)  # refuses a file whose reference outputs the engine does not reproduce
+        if test_set is not None:
+            images, labels = test_set
+            accuracy = float(np.mean(quantized_model.predict(images) == np.asarray(labels)))
+            out_spec["metadata"]["test_accuracy"] = round(accuracy, 6)
+            format.save(staging, out_spec, params)
     except Exception:
         staging.unlink()
         raise

@@ -291,7 +291,10 @@ def test_quantize_command_writes_a_model_that_eval_reads(tmp_path, capsys):
     write_band_model(tmp_path / "band.npz")
     assert main(["quantize", str(tmp_path / "band.npz"), str(tmp_path / "band_int8.npz"), "--data",
                  str(tmp_path / "data"), "--calibration-images", "40"]) == 0
-    assert fastmnist.load(tmp_path / "band_int8.npz").metadata["quantization"]["calibration_images"] == 40
+    metadata = fastmnist.load(tmp_path / "band_int8.npz").metadata
+    assert metadata["quantization"]["calibration_images"] == 40
+    assert metadata["test_accuracy"] == 1.0  # the int8 model's own, measured on the test digits
+    assert "int8 test accuracy 100.00%" in capsys.readouterr().out
     assert main(["eval", str(tmp_path / "band_int8.npz"), "--data", str(tmp_path / "data")]) == 0
     assert "test accuracy 100.00% (20/20 correct)" in capsys.readouterr().out
     assert main(["quantize", str(tmp_path / "band.npz"), str(tmp_path / "x.npz"), "--data", str(tmp_path / "data"),
