@@ -49,7 +49,8 @@ def int8_simd_variants() -> dict[str, tuple[list[str], list[str]]]:
                 "avx512vnni": (INT8_SIMD_SOURCES, avx512),
                 "amx": (["gemm_s8_amx.c"], avx512 + ["-mamx-tile", "-mamx-int8"])}
     if platform.machine().lower() in ("aarch64", "arm64"):
-        return {"neon_i8mm": (INT8_SIMD_SOURCES, ["-march=armv8.2-a+i8mm"])}
+        return {"neon_i8mm": (INT8_SIMD_SOURCES, ["-march=armv8.2-a+i8mm"]),
+                "neon_dotprod": (INT8_SIMD_SOURCES, ["-march=armv8.2-a+dotprod"])}
     return {}
 
 

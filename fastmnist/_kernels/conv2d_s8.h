@@ -23,7 +23,7 @@ void fm_conv2d_pad_u8(uint8_t *padded, const uint8_t *in, uint8_t zero_point, co
                       size_t row_begin, size_t row_end);
 
 /* Fast paths compute output rows [row_begin, row_end) from the padded input, reading each kernel row's
- * k_w * in_c taps in groups of 4 (past the window's row end: those weights are packed as 0), a kernel packed
+ * k_w * in_c taps in groups of 4 (past the window's row end: those weights are 0), a kernel packed
  * by the matching pack function and the folded, padded bias (as in dense_s8.h). They skip the groups of taps
  * that are zero for a whole patch of pixels, listing the others in `scratch`: fm_conv2d_s8_scratch_size(w)
  * entries, private to the calling thread. */
@@ -48,6 +48,7 @@ FM_DECLARE_CONV2D_S8_FAST(avx2)
 FM_DECLARE_CONV2D_S8_FAST(avxvnni)
 FM_DECLARE_CONV2D_S8_FAST(avx512vnni)
 FM_DECLARE_CONV2D_S8_FAST(neon_i8mm)
+FM_DECLARE_CONV2D_S8_FAST(neon_dotprod)
 FM_DECLARE_CONV2D_S8_FAST(amx)
 
 #endif

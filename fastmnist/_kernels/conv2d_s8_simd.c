@@ -20,7 +20,7 @@ static size_t panel_size(const fm_window *w) { return w->k_h * fm_conv2d_s8_row_
 size_t FM_S8_FN(fm_conv2d_s8_packed_size)(const fm_window *w) { return panels_of(w) * panel_size(w); }
 
 /* packed[panel][k_y][g][j][b] = kernel[k_y][k_x][in_c][panel * W + position_output(j)] for the row tap
- * 4 g + b = k_x * in_c + in_c; 0 past the row's taps and past out_c. */
+ * 4 g + b = k_x * in_c + in_c; 0 past the row's taps and past out_c; as fm_s8_pack_weight packs it. */
 void FM_S8_FN(fm_conv2d_s8_pack)(int8_t *packed, const int8_t *kernel, const fm_window *w)
 {
     const size_t row_groups = fm_conv2d_s8_row_groups(w), row_taps = w->k_w * w->in_c;
@@ -31,7 +31,8 @@ void FM_S8_FN(fm_conv2d_s8_pack)(int8_t *packed, const int8_t *kernel, const fm_
                     for (size_t b = 0; b < 4; b++) {
                         const size_t tap = 4 * g + b, out_c = panel * W + fm_s8_position_output(j);
                         int8_t *to = packed + panel * panel_size(w) + ((k_y * row_groups + g) * W + j) * 4 + b;
-                        *to = tap < row_taps && out_c < w->out_c ? kernel[(k_y * row_taps + tap) * w->out_c + out_c] : 0;
+                        *to = fm_s8_pack_weight(tap < row_taps && out_c < w->out_c
+                                                    ? kernel[(k_y * row_taps + tap) * w->out_c + out_c] : 0);
                     }
 }
 
@@ -67,16 +68,16 @@ static size_t list_nonzero_groups(uint32_t *offsets, uint32_t *groups, const uin
 }
 
 /* `pixels` x `panels` (constants after inlining) accumulators from output channel out_c, over the `count`
- * listed groups. */
+ * listed groups; `correction`: the pixels' offset corrections (simd_s8.h). */
 FM_S8_INLINE void conv_tile(size_t pixels, size_t panels, uint8_t *const *out, const uint8_t *const *window,
                             const int8_t *packed, size_t stride, const int32_t *bias, size_t out_c,
                             const fm_window *w, const fm_requant *rq, const uint32_t *offsets,
-                            const uint32_t *groups, size_t count)
+                            const uint32_t *groups, size_t count, const uint32_t *correction)
 {
     fm_s8_acc acc[MAX_PIXELS][MAX_PANELS];
     for (size_t r = 0; r < pixels; r++)
         for (size_t p = 0; p < panels; p++)
-            acc[r][p] = fm_s8_load_i32(bias + out_c + p * W);
+            acc[r][p] = fm_s8_start(bias + out_c + p * W, correction, r);
     for (size_t i = 0; i < count; i++) {
         const size_t offset = offsets[i];
         const int8_t *weights = packed + groups[i] * W * 4;
@@ -103,7 +104,8 @@ static size_t panels_for(size_t pixels)
     return panels < 1 ? 1 : panels > MAX_PANELS ? MAX_PANELS : panels;
 }
 
-#define TILE_CALL(R, P) conv_tile(R, P, out, window, packed, stride, bias, out_c, w, rq, offsets, groups, count)
+#define TILE_CALL(R, P) \
+    conv_tile(R, P, out, window, packed, stride, bias, out_c, w, rq, offsets, groups, count, correction)
 #define PANELS_CASE(R, P) \
     case P: TILE_CALL(R, P); break;
 #define PIXELS_CASE(R)                                                                                \
@@ -117,7 +119,8 @@ static size_t panels_for(size_t pixels)
 
 static void patch_channels(size_t pixels, size_t panels, uint8_t *const *out, const uint8_t *const *window,
                            const int8_t *packed, size_t stride, const int32_t *bias, size_t out_c, const fm_window *w,
-                           const fm_requant *rq, const uint32_t *offsets, const uint32_t *groups, size_t count)
+                           const fm_requant *rq, const uint32_t *offsets, const uint32_t *groups, size_t count,
+                           const uint32_t *correction)
 {
     switch (pixels) {
         PIXELS_CASE(1) PIXELS_CASE(2) PIXELS_CASE(3) PIXELS_CASE(4)
@@ -145,11 +148,13 @@ void FM_S8_FN(fm_conv2d_s8)(uint8_t *out, const uint8_t *padded, const int8_t *p
             }
             uint32_t *offsets = scratch, *groups = scratch + total_groups;
             const size_t count = list_nonzero_groups(offsets, groups, window, pixels, w, row_values);
+            uint32_t correction[MAX_PIXELS];
+            fm_s8_offset_corrections(correction, window, pixels, offsets, count, 1);
             const size_t most = panels_for(pixels);
             for (size_t out_c = 0; out_c < w->out_c;) {
                 const size_t left = panels_of(w) - out_c / W, panels = left < most ? left : most;
                 patch_channels(pixels, panels, pixel_out, window, packed + out_c / W * stride, stride, folded_bias,
-                               out_c, w, rq, offsets, groups, count);
+                               out_c, w, rq, offsets, groups, count, correction);
                 out_c += panels * W;
             }
         }

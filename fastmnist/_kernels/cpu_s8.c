@@ -12,6 +12,9 @@
 #ifndef HWCAP2_I8MM
 #define HWCAP2_I8MM (1UL << 13)
 #endif
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1UL << 20)
+#endif
 #endif
 
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__linux__)
@@ -31,7 +34,8 @@ static int amx_usable(void)
 
 const char *fm_s8_isa_name(fm_s8_isa isa)
 {
-    static const char *const names[FM_S8_ISA_COUNT] = {"scalar", "avx2", "avxvnni", "avx512vnni", "neon_i8mm", "amx"};
+    static const char *const names[FM_S8_ISA_COUNT] = {"scalar", "avx2", "avxvnni", "avx512vnni", "neon_i8mm", "amx",
+                                                        "neon_dotprod"};
     return (unsigned)isa < FM_S8_ISA_COUNT ? names[isa] : "unknown";
 }
 
@@ -50,6 +54,9 @@ int fm_s8_isa_compiled(fm_s8_isa isa)
 #endif
 #ifdef FM_HAVE_S8_NEON_I8MM
     case FM_S8_ISA_NEON_I8MM: return 1;
+#endif
+#ifdef FM_HAVE_S8_NEON_DOTPROD
+    case FM_S8_ISA_NEON_DOTPROD: return 1;
 #endif
 #if defined(FM_HAVE_S8_AMX) && defined(FM_HAVE_S8_AVX512VNNI)
     case FM_S8_ISA_AMX: return 1;
@@ -86,13 +93,20 @@ int fm_s8_isa_supported(fm_s8_isa isa)
         return 0;
 #endif
     }
+    if (isa == FM_S8_ISA_NEON_DOTPROD) { /* read from HWCAP on Linux; elsewhere not assumed */
+#if defined(__aarch64__) && defined(__linux__)
+        return (getauxval(AT_HWCAP) & HWCAP_ASIMDDP) != 0;
+#else
+        return 0;
+#endif
+    }
     return 1; /* scalar */
 }
 
 fm_s8_isa fm_s8_isa_best(void)
 {
     static const fm_s8_isa preference[] = {FM_S8_ISA_AMX, FM_S8_ISA_AVX512VNNI, FM_S8_ISA_AVXVNNI, FM_S8_ISA_AVX2,
-                                            FM_S8_ISA_NEON_I8MM};
+                                            FM_S8_ISA_NEON_I8MM, FM_S8_ISA_NEON_DOTPROD};
     for (unsigned i = 0; i < sizeof preference / sizeof preference[0]; i++)
         if (fm_s8_isa_supported(preference[i]))
             return preference[i];

@@ -15,7 +15,7 @@ void fm_dense_s8(void *out, const uint8_t *in, const int8_t *kernel, const int32
                  const fm_requant *rq);
 
 /* Fast paths read inputs in groups of 4 (the dot-product instructions' group), so they read each input row
- * up to a multiple of 4 bytes: the bytes past in_dim may hold anything, as their weights are packed as 0.
+ * up to a multiple of 4 bytes: the bytes past in_dim may hold anything, as their weights are 0.
  * The kernel is packed once at load by the matching pack function; the bias is folded
  * (bias - in_zero_point * the sum of the kernel's column) and padded to FM_S8_CHANNEL_ALIGN. They skip the
  * groups of 4 inputs that are zero in every row of a block, listing the others in `scratch`: at least
@@ -24,7 +24,9 @@ void fm_dense_s8(void *out, const uint8_t *in, const int8_t *kernel, const int32
 
 static inline size_t fm_dense_s8_scratch_size(size_t rows, size_t in_dim)
 {
-    return (rows + FM_DENSE_S8_BLOCK_ROWS - 1) / FM_DENSE_S8_BLOCK_ROWS * ((in_dim + 3) / 4 + 1);
+    /* per block of rows: the list's length, the rows' offset corrections (simd_s8.h), the list */
+    const size_t blocks = (rows + FM_DENSE_S8_BLOCK_ROWS - 1) / FM_DENSE_S8_BLOCK_ROWS;
+    return blocks * ((in_dim + 3) / 4 + 1 + FM_DENSE_S8_BLOCK_ROWS);
 }
 
 #define FM_DECLARE_DENSE_S8_FAST(isa)                                                                         \
@@ -38,6 +40,7 @@ FM_DECLARE_DENSE_S8_FAST(avx2)
 FM_DECLARE_DENSE_S8_FAST(avxvnni)
 FM_DECLARE_DENSE_S8_FAST(avx512vnni)
 FM_DECLARE_DENSE_S8_FAST(neon_i8mm)
+FM_DECLARE_DENSE_S8_FAST(neon_dotprod)
 /* AMX packs as AVX-512 VNNI, with zero groups up to a multiple of 16 */
 size_t fm_dense_s8_packed_size__amx(size_t in_dim, size_t out_dim);
 void fm_dense_s8_pack__amx(int8_t *packed, const int8_t *kernel, size_t in_dim, size_t out_dim);

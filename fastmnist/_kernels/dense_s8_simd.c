@@ -5,9 +5,9 @@
  * where some row has a nonzero byte. A skipped group adds 0 to every sum, so the result is the scalar
  * path's whatever is skipped (and int32 sums do not depend on their order).
  *
- * Layout: packed[g][col][b] = kernel[4 g + b][col] (0 past in_dim and out_dim), columns padded to whole
- * panels and, within a panel, in fm_s8_position_output's order. A block reads, for each group it visits,
- * one contiguous run of the panels it works on. */
+ * Layout: packed[g][col][b] = kernel[4 g + b][col] (0 past in_dim and out_dim), as fm_s8_pack_weight packs
+ * it, columns padded to whole panels and, within a panel, in fm_s8_position_output's order. A block reads, for
+ * each group it visits, one contiguous run of the panels it works on. */
 #include "dense_s8.h"
 #include "simd_s8.h"
 
@@ -32,7 +32,8 @@ void FM_S8_FN(fm_dense_s8_pack)(int8_t *packed, const int8_t *kernel, size_t in_
             const size_t out_c = col / W * W + fm_s8_position_output(col % W);
             for (size_t b = 0; b < 4; b++) {
                 const size_t in_c = 4 * g + b;
-                packed[(g * columns + col) * 4 + b] = in_c < in_dim && out_c < out_dim ? kernel[in_c * out_dim + out_c] : 0;
+                packed[(g * columns + col) * 4 + b] =
+                    fm_s8_pack_weight(in_c < in_dim && out_c < out_dim ? kernel[in_c * out_dim + out_c] : 0);
             }
         }
 }
@@ -59,15 +60,17 @@ static size_t list_nonzero(uint32_t *list, const uint8_t *in, size_t rows, size_
 }
 
 /* `rows` x `panels` (constants after inlining) accumulators from column `col`, over the `count` groups in
- * `list`, or over every group in order when `list` is NULL (a constant too). */
+ * `list`, or over every group in order when `list` is NULL (a constant too); `correction`: the rows' offset
+ * corrections (simd_s8.h). */
 FM_S8_INLINE void dense_tile(size_t rows, size_t panels, void *out, const uint8_t *in, size_t in_stride,
                              const int8_t *packed, size_t columns, const int32_t *bias, size_t col, size_t out_dim,
-                             size_t out_stride, const fm_requant *rq, const uint32_t *list, size_t count)
+                             size_t out_stride, const fm_requant *rq, const uint32_t *list, size_t count,
+                             const uint32_t *correction)
 {
     fm_s8_acc acc[MAX_ROWS][MAX_PANELS];
     for (size_t r = 0; r < rows; r++)
         for (size_t p = 0; p < panels; p++)
-            acc[r][p] = fm_s8_load_i32(bias + col + p * W);
+            acc[r][p] = fm_s8_start(bias + col + p * W, correction, r);
     const int8_t *weights = packed + col * 4;
     for (size_t i = 0; i < count; i++) {
         const size_t g = list ? list[i] : i;
@@ -99,9 +102,11 @@ static size_t panels_for(size_t rows)
 #define TILE_CALL(R, P)                                                                                       \
     do {                                                                                                      \
         if (count == groups)                                                                                  \
-            dense_tile(R, P, out, in, in_stride, packed, columns, bias, col, out_dim, out_stride, rq, NULL, count); \
+            dense_tile(R, P, out, in, in_stride, packed, columns, bias, col, out_dim, out_stride, rq, NULL, count, \
+                       correction);                                                                           \
         else                                                                                                  \
-            dense_tile(R, P, out, in, in_stride, packed, columns, bias, col, out_dim, out_stride, rq, list, count); \
+            dense_tile(R, P, out, in, in_stride, packed, columns, bias, col, out_dim, out_stride, rq, list, count, \
+                       correction);                                                                           \
     } while (0)
 #define PANELS_CASE(R, P) \
     case P: TILE_CALL(R, P); break;
@@ -117,7 +122,8 @@ static size_t panels_for(size_t rows)
 /* Columns [col, col + panels * W) of `rows` (<= MAX_ROWS) rows. */
 static void block_columns(size_t rows, size_t panels, void *out, const uint8_t *in, size_t in_stride,
                           const int8_t *packed, size_t columns, const int32_t *bias, size_t col, size_t out_dim,
-                          size_t out_stride, const fm_requant *rq, const uint32_t *list, size_t count, size_t groups)
+                          size_t out_stride, const fm_requant *rq, const uint32_t *list, size_t count, size_t groups,
+                          const uint32_t *correction)
 {
     switch (rows) {
         ROWS_CASE(1) ROWS_CASE(2) ROWS_CASE(3) ROWS_CASE(4)
@@ -129,26 +135,33 @@ void FM_S8_FN(fm_dense_s8)(void *out, const uint8_t *in, const int8_t *packed, c
                            size_t rows, size_t in_dim, size_t in_stride, size_t out_dim, size_t out_stride,
                            const fm_requant *rq, uint32_t *scratch)
 {
-    const size_t groups = groups_of(in_dim), columns = padded_columns(out_dim), list_size = groups + 1;
+    const size_t groups = groups_of(in_dim), columns = padded_columns(out_dim), list_size = groups + 1 + MAX_ROWS;
     const size_t blocks = (rows + MAX_ROWS - 1) / MAX_ROWS;
-    /* each block's list is its length followed by its groups; made once, read for every column block */
+    /* each block's list is its length, its rows' offset corrections, then its groups; made once, read for
+     * every column block */
     for (size_t b = 0; b < blocks; b++) {
         const size_t first = b * MAX_ROWS, block_rows = rows - first < MAX_ROWS ? rows - first : MAX_ROWS;
         uint32_t *list = scratch + b * list_size;
-        list[0] = (uint32_t)list_nonzero(list + 1, in + first * in_stride, block_rows, in_stride, groups);
+        list[0] = (uint32_t)list_nonzero(list + 1 + MAX_ROWS, in + first * in_stride, block_rows, in_stride, groups);
+        if (FM_S8_WEIGHT_OFFSET) {
+            const uint8_t *row[MAX_ROWS];
+            for (size_t r = 0; r < block_rows; r++)
+                row[r] = in + (first + r) * in_stride;
+            fm_s8_offset_corrections(list + 1, row, block_rows, list + 1 + MAX_ROWS, list[0], 4);
+        }
     }
     const size_t element = rq->dequantize ? sizeof(float) : 1;
     for (size_t col_begin = 0; col_begin < columns; col_begin += COLUMN_BLOCK) {
         const size_t col_end = columns - col_begin < COLUMN_BLOCK ? columns : col_begin + COLUMN_BLOCK;
         for (size_t b = 0; b < blocks; b++) {
             const size_t first = b * MAX_ROWS, block_rows = rows - first < MAX_ROWS ? rows - first : MAX_ROWS;
-            const uint32_t *list = scratch + b * list_size + 1;
+            const uint32_t *correction = scratch + b * list_size + 1, *list = correction + MAX_ROWS;
             const size_t most = panels_for(block_rows);
             for (size_t col = col_begin; col < col_end;) {
                 const size_t left = (col_end - col) / W, panels = left < most ? left : most;
                 block_columns(block_rows, panels, (char *)out + first * out_stride * element, in + first * in_stride,
-                              in_stride, packed, columns, folded_bias, col, out_dim, out_stride, rq, list, list[-1],
-                              groups);
+                              in_stride, packed, columns, folded_bias, col, out_dim, out_stride, rq, list,
+                              correction[-1], groups, correction);
                 col += panels * W;
             }
         }

@@ -39,6 +39,9 @@ static const fm_s8_kernels table[FM_S8_ISA_COUNT] = {
 #ifdef FM_HAVE_S8_NEON_I8MM
     [FM_S8_ISA_NEON_I8MM] = FM_S8_FAST_KERNELS(FM_S8_ISA_NEON_I8MM, neon_i8mm),
 #endif
+#ifdef FM_HAVE_S8_NEON_DOTPROD
+    [FM_S8_ISA_NEON_DOTPROD] = FM_S8_FAST_KERNELS(FM_S8_ISA_NEON_DOTPROD, neon_dotprod),
+#endif
 };
 
 const fm_s8_kernels *fm_s8_kernels_for(fm_s8_isa isa)

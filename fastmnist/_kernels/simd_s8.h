@@ -6,9 +6,9 @@
  *  - AVX2: the bytes widened to 16 bits and VPMADDWD, whose 16 x 16-bit products summed in pairs are exact.
  *    VPMADDUBSW would take the bytes as they are, but it saturates each pair sum to 16 bits: 255 * 127 * 2
  *    exceeds 32767, so it would be exact only with 7-bit weights, which cost accuracy;
- *  - AArch64 with the int8 matrix extension (i8mm): one USDOT, unsigned x signed like VPDPBUSD. (SDOT alone
- *    would need the inputs shifted to signed and a bias correction for every group it visits, which the
- *    skipping of zero groups would make per block.) */
+ *  - AArch64 with the int8 matrix extension (i8mm): one USDOT, unsigned x signed like VPDPBUSD;
+ *  - AArch64 with only the dot product extension: one UDOT, unsigned x unsigned, on weights offset to unsigned
+ *    (FM_S8_WEIGHT_OFFSET, below). */
 #ifndef FM_SIMD_S8_H
 #define FM_SIMD_S8_H
 
@@ -82,9 +82,38 @@ typedef int8x16_t fm_s8_w;
 FM_S8_INLINE fm_s8_x fm_s8_broadcast(uint32_t x4) { return vreinterpretq_u8_u32(vdupq_n_u32(x4)); }
 FM_S8_INLINE fm_s8_w fm_s8_load_w(const int8_t *w) { return vld1q_s8(w); }
 FM_S8_INLINE fm_s8_acc fm_s8_dot4(fm_s8_acc acc, fm_s8_x x, fm_s8_w w) { return vusdotq_s32(acc, x, w); }
+#elif defined(__ARM_FEATURE_DOTPROD)
+/* UDOT multiplies unsigned bytes by unsigned bytes, so the weights are packed as w + 128, in [0, 255]
+ * (fm_s8_pack_weight), and each row's sums start 128 times the sum of its inputs lower
+ * (fm_s8_offset_corrections): sum x (w + 128) - 128 sum x = sum x w, exactly, in the 32-bit arithmetic modulo
+ * 2^32 that every path's int32 sums already are. The correction is summed over the same listed groups as the
+ * products: a zero input adds 0 to both terms, so skipping the groups that are zero changes neither, and a
+ * byte past a row's last input (whatever it holds) meets a packed 0 + 128, whose 128 x its correction takes
+ * back. The other way round, inputs shifted to signed for SDOT, would need the correction per output channel
+ * (128 times the sum of the visited weights), which the skipping of zero groups would make per block. */
+#define FM_S8_LANES 4
+#define FM_S8_MAX_ACC 16 /* of 32 registers */
+#define FM_S8_WEIGHT_OFFSET 128
+typedef int32x4_t fm_s8_acc;
+typedef uint8x16_t fm_s8_x;
+typedef uint8x16_t fm_s8_w;
+FM_S8_INLINE fm_s8_x fm_s8_broadcast(uint32_t x4) { return vreinterpretq_u8_u32(vdupq_n_u32(x4)); }
+FM_S8_INLINE fm_s8_w fm_s8_load_w(const int8_t *w) { return vld1q_u8((const uint8_t *)w); }
+FM_S8_INLINE fm_s8_acc fm_s8_dot4(fm_s8_acc acc, fm_s8_x x, fm_s8_w w)
+{
+    return vreinterpretq_s32_u32(vdotq_u32(vreinterpretq_u32_s32(acc), x, w));
+}
 #else
-#error "the int8 fast paths need AVX2, AVX-VNNI, AVX-512 VNNI or AArch64 i8mm"
+#error "the int8 fast paths need AVX2, AVX-VNNI, AVX-512 VNNI, AArch64 i8mm or AArch64 dotprod"
 #endif
+
+#ifndef FM_S8_WEIGHT_OFFSET
+#define FM_S8_WEIGHT_OFFSET 0 /* the weights are packed as they are */
+#endif
+
+/* The byte a kernel weight (or the 0 of the packing's padding) is packed as: w + FM_S8_WEIGHT_OFFSET modulo
+ * 256, which for an offset of 0 or 128 is w's bit pattern XOR the offset. */
+static inline int8_t fm_s8_pack_weight(int8_t w) { return (int8_t)((uint8_t)w ^ FM_S8_WEIGHT_OFFSET); }
 
 /* The output channel (within a panel of FM_S8_LANES) whose 4 weights are packed at position p, so that
  * fm_s8_dot4's lane j is channel j. */
@@ -144,6 +173,37 @@ FM_S8_INLINE fm_s8_acc fm_s8_load_i32(const int32_t *p)
     fm_s8_acc v;
     memcpy(&v, p, sizeof v);
     return v;
+}
+
+/* With weights packed offset (FM_S8_WEIGHT_OFFSET != 0): for each of the `rows` rows, FM_S8_WEIGHT_OFFSET times
+ * the sum of its bytes in the `count` listed groups of 4, at row[r] + step * list[i]: what its accumulators
+ * start without (fm_s8_start). Nothing to do without an offset. */
+FM_S8_INLINE void fm_s8_offset_corrections(uint32_t *correction, const uint8_t *const *row, size_t rows,
+                                           const uint32_t *list, size_t count, size_t step)
+{
+#if FM_S8_WEIGHT_OFFSET
+    const uint8x16_t ones = vdupq_n_u8(1);
+    for (size_t r = 0; r < rows; r++) {
+        uint32x4_t sum = vdupq_n_u32(0); /* each lane: the same sum of the broadcast groups */
+        for (size_t i = 0; i < count; i++)
+            sum = vdotq_u32(sum, fm_s8_broadcast(fm_s8_load_u32(row[r] + step * list[i])), ones);
+        correction[r] = FM_S8_WEIGHT_OFFSET * vgetq_lane_u32(sum, 0);
+    }
+#else
+    (void)correction, (void)row, (void)rows, (void)list, (void)count, (void)step;
+#endif
+}
+
+/* The starting accumulator of a row: its channels' biases, less the row's correction where there is one. */
+FM_S8_INLINE fm_s8_acc fm_s8_start(const int32_t *bias, const uint32_t *correction, size_t r)
+{
+    const fm_s8_acc acc = fm_s8_load_i32(bias);
+#if FM_S8_WEIGHT_OFFSET
+    return (fm_s8_acc)((fm_s8_u32v)acc - correction[r]);
+#else
+    (void)correction, (void)r;
+    return acc;
+#endif
 }
 
 /* Lane by lane, max(lo, min(hi, y)). */

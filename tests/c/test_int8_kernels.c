@@ -1,6 +1,8 @@
 /* The int8 fast path of one ISA against the scalar path, bit for bit, on random odd shapes: compiled with
  * FM_S8_ISA_SUFFIX set to the path (tests/test_int8_kernels_c.py builds it, natively and for AArch64 under
- * qemu). Prints one line per failing case and exits 1 if there is any. */
+ * qemu). Dense rows carry random bytes past their last input and a conv2d kernel row's last group of 4 reads
+ * the next pixel's bytes: every path must ignore them. Prints one line per failing case and exits 1 if there
+ * is any. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
