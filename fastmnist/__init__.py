@@ -8,8 +8,8 @@ from .config import __version__, config, show_config
 from .errors import WeightsFormatError
 from .model import Model, load, shipped_models
 
-__all__ = ["Model", "WeightsFormatError", "__version__", "config", "export_keras", "load", "load_mnist",
-           "shipped_models", "show_config"]
+__all__ = ["Model", "WeightsFormatError", "__version__", "config", "export_c", "export_keras", "load",
+           "load_mnist", "shipped_models", "show_config"]
 
 
 def __getattr__(name: str):
@@ -17,6 +17,9 @@ def __getattr__(name: str):
     if name == "export_keras":
         from .export import export_keras
         return export_keras
+    if name == "export_c":
+        from .export_c import export_c
+        return export_c
     if name == "load_mnist":
         from .datasets import load_mnist
         return load_mnist

@@ -1,4 +1,4 @@
-"""The ``fastmnist`` command: train, export, eval, predict, gui, info.
+"""The ``fastmnist`` command: train, export, export-c, eval, predict, gui, info.
 
 Each subcommand imports what it needs when it runs, so ``eval``/``predict`` never load TensorFlow and
 ``--help`` is instant. Expected failures (a bad file, missing data, an optional package that is not
@@ -71,6 +71,16 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--data", metavar="DIR", help="folder with the four MNIST IDX files")
     export.set_defaults(run=_export)
 
+    export_c = commands.add_parser(
+        "export-c", help="write a model as C source (NAME.h, NAME.c) for programs without Python",
+        description="Write the model as a C99 header and source with the engine's own kernels and the weights "
+        "as constant arrays: no allocation, no I/O, AVX2 and NEON fast paths where the compiler targets them.")
+    export_c.add_argument("weights", metavar="WEIGHTS", help="a weights file or a shipped model name")
+    export_c.add_argument("outdir", metavar="OUTDIR", help="folder to write NAME.h and NAME.c into")
+    export_c.add_argument("--name", help="the C name: file names and function prefix (default: the weights "
+                          "file's name without .npz)")
+    export_c.set_defaults(run=_export_c)
+
     evaluate = commands.add_parser(
         "eval", help="accuracy and confusion matrix on the MNIST test set",
         description="Classify the 10,000 MNIST test images with the engine (no TensorFlow) and print the "
@@ -123,6 +133,14 @@ def _export(args: argparse.Namespace, argv: list[str]) -> int:
     metadata.update(test_accuracy=round(accuracy, 6), export_command=shlex.join(["fastmnist", *argv]))
     path = export_keras(model, args.out, reference_images=x_test, metadata=metadata)
     print(f"exported to {path} (parity with Keras checked on {len(x_test)} test images)")
+    return 0
+
+
+def _export_c(args: argparse.Namespace, argv: list[str]) -> int:
+    from .export_c import export_c
+
+    header, source = export_c(args.weights, args.outdir, name=args.name)
+    print(f"wrote {header} and {source}")
     return 0
 
 
