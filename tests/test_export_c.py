@@ -352,3 +352,21 @@ def test_cli_export_c(models, tmp_path, capsys):
     assert (tmp_path / "tiny.c").is_file() and (tmp_path / "tiny.h").is_file()
     assert main(["export-c", str(models["softmax"]), str(tmp_path), "--name", "no-good"]) == 2
     assert "C identifier" in capsys.readouterr().err
+
+
+def test_engine_neon_fast_paths_match_scalar_under_qemu(tmp_path):
+    """tests/c/neon_kernels.c: the engine's NEON dense, conv2d and softmax against its scalar path, built
+    from the installed kernel sources as setup.py builds them for AArch64, on odd shapes and tile edges."""
+    kernels = export_c.kernels_dir()
+    sources = ["dense.c", "conv2d.c", "softmax.c", "activation.c", "dense_simd.c", "conv2d_simd.c",
+               "softmax_simd.c"]
+    program = tmp_path / "neon_kernels"
+    command = [tool("aarch64-linux-gnu-gcc"), "-O3", "-std=gnu11", "-ffp-contract=fast", "-Wall", "-Wextra",
+               "-Werror", "-I", str(kernels), "-DFM_ISA_SUFFIX=neon", "-DFM_VECTOR_WIDTH=4",
+               str(HERE / "c" / "neon_kernels.c"), *(str(kernels / s) for s in sources), "-o", str(program),
+               "-lm", "-static"]
+    built = subprocess.run(command, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert built.returncode == 0, built.stderr[-4000:]
+    tool(QEMU_AARCH64[0])
+    result = subprocess.run([*QEMU_AARCH64, str(program)], capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    assert result.returncode == 0 and ", 0 failed" in result.stdout, result.stdout[-4000:] + result.stderr[-2000:]
