@@ -19,9 +19,9 @@ from setuptools import Extension, find_packages, setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = Path("fastmnist/_kernels")
-PLAIN_SOURCES = ["activation.c", "batchnorm.c", "conv2d.c", "cpu.c", "dense.c", "dispatch.c", "maxpool2d.c",
-                 "network.c", "softmax.c"]
-SIMD_SOURCES = ["dense_simd.c", "conv2d_simd.c", "softmax_simd.c"]
+PLAIN_SOURCES = ["activation.c", "avgpool2d.c", "batchnorm.c", "conv2d.c", "cpu.c", "dense.c", "depthwise_conv2d.c",
+                 "dispatch.c", "global_pool2d.c", "maxpool2d.c", "network.c", "softmax.c", "zeropad2d.c"]
+SIMD_SOURCES = ["activation_simd.c", "dense_simd.c", "conv2d_simd.c", "depthwise_conv2d_simd.c", "softmax_simd.c"]
 
 
 def _flag(name: str) -> bool:

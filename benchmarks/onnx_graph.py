@@ -102,7 +102,7 @@ def _add_layer(graph: _GraphBuilder, planned: PlannedLayer, x: str, channels_fir
 
 
 def _activate(graph: _GraphBuilder, layer: Layer, x: str, channels_first: bool) -> str:
-    activation = activation_of(layer)
+    activation = activation_of(layer).to_json()  # the name when its parameters are the defaults
     if activation == "relu":
         return graph.node("Relu", x)
     if activation == "elu":

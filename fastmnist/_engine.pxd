@@ -1,11 +1,23 @@
 # The C API of the kernels (fastmnist/_kernels/*.h), as the Cython layer sees it.
 
 cdef extern from "_kernels/common.h":
-    ctypedef enum fm_activation:
-        FM_ACTIVATION_LINEAR
-        FM_ACTIVATION_RELU
-        FM_ACTIVATION_ELU
-        FM_ACTIVATION_SOFTMAX
+    ctypedef enum fm_activation_kind:
+        FM_ACT_LINEAR
+        FM_ACT_RELU
+        FM_ACT_ELU
+        FM_ACT_SELU
+        FM_ACT_TANH
+        FM_ACT_SIGMOID
+        FM_ACT_HARD_SIGMOID
+        FM_ACT_SILU
+        FM_ACT_GELU
+        FM_ACT_GELU_TANH
+        FM_ACT_SOFTPLUS
+        FM_ACT_SOFTMAX
+
+    ctypedef struct fm_activation:
+        fm_activation_kind kind
+        float alpha, beta, gamma
 
     ctypedef struct fm_window:
         size_t in_h, in_w, in_c, out_h, out_w, out_c, k_h, k_w, stride_y, stride_x, pad_top, pad_left
@@ -27,6 +39,8 @@ cdef extern from "_kernels/dispatch.h":
         void (*dense_pack)(float *packed, const float *kernel, size_t in_dim, size_t out_dim) noexcept nogil
         size_t (*conv2d_packed_size)(const fm_window *w) noexcept nogil
         void (*conv2d_pack)(float *packed, const float *kernel, const fm_window *w) noexcept nogil
+        size_t (*depthwise_packed_size)(const fm_window *w) noexcept nogil
+        void (*depthwise_pack)(float *packed, const float *kernel, const fm_window *w) noexcept nogil
     const fm_kernels *fm_kernels_for(fm_isa isa) noexcept nogil
 
 cdef extern from "_kernels/dense.h":
@@ -39,6 +53,10 @@ cdef extern from "_kernels/conv2d.h":
     void fm_conv2d_pack_f32_for_width(float *packed, const float *kernel, const fm_window *w,
                                       size_t panel_width) noexcept nogil
 
+cdef extern from "_kernels/depthwise_conv2d.h":
+    size_t fm_depthwise_packed_size(const fm_window *w) noexcept nogil
+    void fm_depthwise_pack_f32(float *packed, const float *kernel, const fm_window *w) noexcept nogil
+
 cdef extern from "_kernels/network.h":
     ctypedef enum fm_op_kind:
         FM_OP_DENSE
@@ -46,6 +64,11 @@ cdef extern from "_kernels/network.h":
         FM_OP_MAXPOOL2D
         FM_OP_BATCHNORM
         FM_OP_ACTIVATION
+        FM_OP_DEPTHWISE_CONV2D
+        FM_OP_AVGPOOL2D
+        FM_OP_GLOBAL_AVGPOOL2D
+        FM_OP_GLOBAL_MAXPOOL2D
+        FM_OP_ZEROPAD2D
 
     ctypedef struct fm_op:
         fm_op_kind kind
@@ -53,6 +76,7 @@ cdef extern from "_kernels/network.h":
         fm_window window
         const float *weights
         const float *bias
+        int count_include_pad
 
     int FM_BIAS_ALIGN
 

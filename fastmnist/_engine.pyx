@@ -10,7 +10,8 @@ import numpy as np
 cimport numpy as cnp
 from libc.stdlib cimport calloc, free
 
-from .layers import Activation, BatchNorm, Conv2D, Dense, MaxPool2D, activation_of, output_size
+from .layers import (Activation, AvgPool2D, BatchNorm, Conv2D, Dense, DepthwiseConv2D, GlobalAvgPool2D,
+                     GlobalMaxPool2D, MaxPool2D, ZeroPad2D, activation_of, explicit_pads)
 
 cnp.import_array()
 
@@ -34,11 +35,15 @@ cdef extern from *:
     int fm_openmp_version()
     const char *FM_COMPILER
 
-_ACTIVATIONS = {"linear": FM_ACTIVATION_LINEAR, "relu": FM_ACTIVATION_RELU, "elu": FM_ACTIVATION_ELU,
-                "softmax": FM_ACTIVATION_SOFTMAX}
+_ACTIVATION_KINDS = {"linear": FM_ACT_LINEAR, "relu": FM_ACT_RELU, "elu": FM_ACT_ELU, "selu": FM_ACT_SELU,
+                     "tanh": FM_ACT_TANH, "sigmoid": FM_ACT_SIGMOID, "hard_sigmoid": FM_ACT_HARD_SIGMOID,
+                     "silu": FM_ACT_SILU, "gelu": FM_ACT_GELU, "softplus": FM_ACT_SOFTPLUS, "softmax": FM_ACT_SOFTMAX}
 INPUT_VALUES = 784
 CACHE_LINE_FLOATS = 16
-_COMPUTING = (Dense, Conv2D, MaxPool2D, BatchNorm, Activation)  # flatten and dropout need no op
+_COMPUTING = (Dense, Conv2D, DepthwiseConv2D, MaxPool2D, AvgPool2D, GlobalAvgPool2D, GlobalMaxPool2D, ZeroPad2D,
+              BatchNorm, Activation)  # flatten and dropout need no op
+_POOL_KINDS = {MaxPool2D: FM_OP_MAXPOOL2D, AvgPool2D: FM_OP_AVGPOOL2D, GlobalAvgPool2D: FM_OP_GLOBAL_AVGPOOL2D,
+               GlobalMaxPool2D: FM_OP_GLOBAL_MAXPOOL2D}
 _ACCEPTED = "(n, 28, 28), (28, 28), (n, 784) or (784,) arrays of uint8 (0..255) or float (0..1)"
 
 
@@ -176,7 +181,7 @@ cdef class Network:
         cdef fm_window *w = &op.window
         w.in_h, w.in_w, w.in_c = _image_shape(planned.input_shape)
         w.out_h, w.out_w, w.out_c = _image_shape(planned.output_shape)
-        op.activation = _ACTIVATIONS[activation_of(layer)]
+        op.activation = _activation_struct(activation_of(layer))
         cdef cnp.ndarray packed, kernel
         name = layer.name
         if isinstance(layer, Dense):
@@ -188,14 +193,26 @@ cdef class Network:
             op.weights, op.bias = self._keep(packed), self._keep(_padded_bias(params.get("bias"), w.out_c, name))
         elif isinstance(layer, Conv2D):
             op.kind = FM_OP_CONV2D
-            self._set_window(w, layer.kernel_size, layer.strides, layer.padding)
+            _set_window(w, layer.kernel_size, layer.strides, layer.padding)
             kernel = _checked(params["kernel"], w.k_h * w.k_w * w.in_c * w.out_c, f"layer '{name}' kernel")
             packed = _aligned_empty(kernels.conv2d_packed_size(w))
             kernels.conv2d_pack(<float *>cnp.PyArray_DATA(packed), <const float *>cnp.PyArray_DATA(kernel), w)
             op.weights, op.bias = self._keep(packed), self._keep(_padded_bias(params.get("bias"), w.out_c, name))
-        elif isinstance(layer, MaxPool2D):
-            op.kind = FM_OP_MAXPOOL2D
-            self._set_window(w, layer.pool_size, layer.strides, layer.padding)
+        elif isinstance(layer, DepthwiseConv2D):
+            op.kind = FM_OP_DEPTHWISE_CONV2D
+            _set_window(w, layer.kernel_size, layer.strides, layer.padding)
+            kernel = _checked(params["kernel"], w.k_h * w.k_w * w.out_c, f"layer '{name}' kernel")
+            packed = _aligned_empty(kernels.depthwise_packed_size(w))
+            kernels.depthwise_pack(<float *>cnp.PyArray_DATA(packed), <const float *>cnp.PyArray_DATA(kernel), w)
+            op.weights, op.bias = self._keep(packed), self._keep(_padded_bias(params.get("bias"), w.out_c, name))
+        elif type(layer) in _POOL_KINDS:
+            op.kind = _POOL_KINDS[type(layer)]
+            if isinstance(layer, (MaxPool2D, AvgPool2D)):
+                _set_window(w, layer.pool_size, layer.strides, layer.padding)
+                op.count_include_pad = isinstance(layer, AvgPool2D) and layer.count_include_pad
+        elif isinstance(layer, ZeroPad2D):
+            op.kind = FM_OP_ZEROPAD2D
+            (w.pad_top, _), (w.pad_left, _) = layer.padding
         elif isinstance(layer, BatchNorm):
             op.kind = FM_OP_BATCHNORM
             scale = params["gamma"] / np.sqrt(params["moving_variance"].astype(np.float64) + layer.epsilon)
@@ -203,12 +220,6 @@ cdef class Network:
             op.bias = self._keep(_checked(params["beta"] - params["moving_mean"] * scale, w.out_c, f"layer '{name}' shift"))
         else:
             op.kind = FM_OP_ACTIVATION
-
-    cdef _set_window(self, fm_window *w, window, strides, str padding):
-        w.k_h, w.k_w = window
-        w.stride_y, w.stride_x = strides
-        w.pad_top = output_size(w.in_h, w.k_h, w.stride_y, padding)[1]
-        w.pad_left = output_size(w.in_w, w.k_w, w.stride_x, padding)[1]
 
     cdef cnp.ndarray _take_workspace(self):
         # The test and the pop run under the GIL with no Python code between them, so no two callers
@@ -309,6 +320,43 @@ def pack_conv2d(kernel, size_t panel_width) -> np.ndarray:
     cdef cnp.ndarray packed = np.empty(fm_conv2d_packed_size_for_width(&w, panel_width), np.float32)
     fm_conv2d_pack_f32_for_width(<float *>cnp.PyArray_DATA(packed), <const float *>cnp.PyArray_DATA(k), &w,
                                  panel_width)
+    return packed
+
+
+cdef _set_window(fm_window *w, window, strides, padding):
+    """The window, strides and the pads before the input (those after follow from the output size)."""
+    w.k_h, w.k_w = window
+    w.stride_y, w.stride_x = strides
+    (w.pad_top, _), (w.pad_left, _) = explicit_pads((w.in_h, w.in_w), window, strides, padding)
+
+
+cdef fm_activation _activation_struct(activation):
+    """fastmnist.layers.ActivationSpec -> the kernels' fm_activation (parameters rounded to float32)."""
+    cdef fm_activation a
+    a.kind = _ACTIVATION_KINDS[activation.name]
+    a.alpha = a.beta = a.gamma = 0.0
+    if activation.name == "relu":
+        a.alpha, a.beta = activation["negative_slope"], activation["threshold"]
+        a.gamma = np.inf if activation["max_value"] is None else activation["max_value"]
+    elif activation.name == "elu":
+        a.alpha = activation["alpha"]
+    elif activation.name == "hard_sigmoid":
+        a.alpha, a.beta = activation["alpha"], activation["beta"]
+    elif activation.name == "gelu" and activation["approximate"]:
+        a.kind = FM_ACT_GELU_TANH
+    return a
+
+
+def pack_depthwise(kernel) -> np.ndarray:
+    """A depthwise kernel (k_h, k_w, in_c, depth_multiplier) packed as the fast paths read it, by the
+    engine's own packing (depthwise_conv2d.h; the same for every ISA): flat float32."""
+    cdef cnp.ndarray k = np.ascontiguousarray(kernel, dtype=np.float32)
+    if k.ndim != 4:
+        raise ValueError(f"pack_depthwise: kernel shape {np.shape(kernel)}, expected (k_h, k_w, in_c, multiplier)")
+    cdef fm_window w
+    w.k_h, w.k_w, w.in_c, w.out_c = k.shape[0], k.shape[1], k.shape[2], k.shape[2] * k.shape[3]
+    cdef cnp.ndarray packed = np.empty(fm_depthwise_packed_size(&w), np.float32)
+    fm_depthwise_pack_f32(<float *>cnp.PyArray_DATA(packed), <const float *>cnp.PyArray_DATA(k), &w)
     return packed
 
 

@@ -1,4 +1,4 @@
-"""Read and write the weights container (docs/FORMAT.md): a JSON spec plus named float32 arrays in an .npz.
+"""Read and write the weights container (docs/FORMAT.md): a JSON spec plus named arrays in an .npz.
 
 `read` checks the container (zip structure, array headers, dtypes, sizes, the JSON, format name and version)
 before it allocates anything; whether the layers fit together is `fastmnist.spec`'s job.
@@ -17,7 +17,9 @@ import numpy as np
 from .errors import WeightsFormatError
 
 FORMAT_NAME = "fastmnist-weights"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # a version 1 file is a version 2 file without the new features
+ARRAY_DTYPES = (np.dtype(np.float32), np.dtype(np.int8), np.dtype(np.int32))  # which layer takes which: spec.parse
 SPEC_ARRAY = "spec"
 MAX_ARRAY_BYTES = 256 << 20
 MAX_SPEC_BYTES = 1 << 20
@@ -26,13 +28,16 @@ _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.f
 
 
 def save(path: str | os.PathLike, spec: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Path:
-    """Write `spec` (a JSON-able dict) and `arrays` (name -> array, stored as float32) to `path`."""
+    """Write `spec` (a JSON-able dict) and `arrays` (name -> array) to `path`. int8 and int32 arrays are stored
+    as they are; any other array is stored as float32."""
     if SPEC_ARRAY in arrays:
         raise ValueError(f"array name {SPEC_ARRAY!r} is reserved for the spec")
     text = json.dumps(spec, indent=1, allow_nan=False).encode("utf-8")
     payload = {SPEC_ARRAY: np.frombuffer(text, dtype=np.uint8)}
     for name, value in arrays.items():
-        payload[name] = np.ascontiguousarray(value, dtype=np.float32)
+        value = np.asarray(value)
+        dtype = value.dtype if value.dtype in (np.int8, np.int32) else np.float32
+        payload[name] = np.ascontiguousarray(value, dtype=dtype)
     path = Path(path)
     with open(path, "wb") as f:  # a file object, so numpy does not append ".npz" to the name
         np.savez(f, **payload)
@@ -40,7 +45,7 @@ def save(path: str | os.PathLike, spec: Mapping[str, Any], arrays: Mapping[str, 
 
 
 def read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Read a weights file: (spec dict, {name: float32 array}). Raises WeightsFormatError."""
+    """Read a weights file: (spec dict, {name: float32, int8 or int32 array}). Raises WeightsFormatError."""
     where = f"weights file '{path}'"
     try:
         archive = zipfile.ZipFile(path)
@@ -71,8 +76,9 @@ def _array_name(where: str, filename: str) -> str:
 
 
 def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> np.ndarray:
-    expected_dtype = np.dtype(np.uint8) if info.filename == SPEC_ARRAY + ".npy" else np.dtype(np.float32)
-    limit = MAX_SPEC_BYTES if expected_dtype == np.uint8 else MAX_ARRAY_BYTES
+    is_spec = info.filename == SPEC_ARRAY + ".npy"
+    expected = (np.dtype(np.uint8),) if is_spec else ARRAY_DTYPES
+    limit = MAX_SPEC_BYTES if is_spec else MAX_ARRAY_BYTES
     if info.file_size > limit + 4096:
         raise WeightsFormatError(f"{where}: {info.file_size} bytes, expected at most {limit}")
     try:
@@ -84,8 +90,9 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) ->
             header_bytes = stream.tell()
             if dtype.hasobject:
                 raise WeightsFormatError(f"{where}: dtype {dtype} holds Python objects, which are never loaded")
-            if dtype.newbyteorder("=") != expected_dtype.newbyteorder("="):
-                raise WeightsFormatError(f"{where}: dtype {dtype}, expected {expected_dtype}")
+            native = dtype.newbyteorder("=")
+            if native not in expected:
+                raise WeightsFormatError(f"{where}: dtype {dtype}, expected {' or '.join(map(str, expected))}")
             count = int(np.prod(shape, dtype=np.int64)) if shape else 1
             if count * dtype.itemsize != info.file_size - header_bytes:
                 raise WeightsFormatError(
@@ -97,7 +104,7 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) ->
     except Exception as e:  # numpy's header parser raises ValueError, SyntaxError, tokenize errors, ...
         raise WeightsFormatError(f"{where}: unreadable ({type(e).__name__}: {e})") from None
     array = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
-    return np.ascontiguousarray(array, dtype=expected_dtype)
+    return np.ascontiguousarray(array, dtype=native)
 
 
 def _parse_spec(raw: np.ndarray, where: str) -> dict[str, Any]:
@@ -111,9 +118,10 @@ def _parse_spec(raw: np.ndarray, where: str) -> dict[str, Any]:
         raise WeightsFormatError(f"{where}: the spec is a JSON {type(spec).__name__}, expected an object")
     if spec.get("format") != FORMAT_NAME:
         raise WeightsFormatError(f"{where}: format is {spec.get('format')!r}, expected {FORMAT_NAME!r}")
-    if spec.get("version") != FORMAT_VERSION or isinstance(spec.get("version"), bool):
+    if type(spec.get("version")) is not int or spec["version"] not in READABLE_VERSIONS:
         raise WeightsFormatError(
-            f"{where}: format version {spec.get('version')!r}, this reader knows version {FORMAT_VERSION}")
+            f"{where}: format version {spec.get('version')!r}, this reader knows versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}")
     return spec
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from . import _engine, format, spec
+from . import layers as layer_types
 from .errors import WeightsFormatError
 
 THREADS_VARIABLE = "FASTMNIST_NUM_THREADS"
@@ -65,6 +66,16 @@ def load(source: str | os.PathLike, num_threads: int | None = None, isa: str | N
     model = Model(model_spec, raw_spec, path, num_threads or default_num_threads(), isa or default_isa())
     model.check_reference()
     return model
+
+
+def _activation_note(layer) -> str:
+    """" (relu)", " (relu max_value=6.0)": a layer's activation for the summary; "" for linear or none."""
+    activation = layer_types.activation_of(layer)
+    if activation.name == "linear":
+        return ""
+    written = activation.to_json()
+    params = "" if isinstance(written, str) else "".join(f" {k}={v}" for k, v in written.items() if k != "name")
+    return f" ({activation.name}{params})"
 
 
 class Model(_engine.Network):
@@ -134,11 +145,10 @@ class Model(_engine.Network):
         """A table of the layers: type, output shape, parameters; then the totals."""
         rows = [("layer", "type", "output shape", "params")]
         total = 0
-        for planned, raw in zip(self._spec.layers, self._layer_dicts):
+        for planned in self._spec.layers:
             count = sum(int(np.prod(s)) for s in planned.layer.param_shapes(planned.input_shape).values())
             total += count
-            extra = raw.get("activation")
-            kind = planned.layer.type + (f" ({extra})" if extra and extra != "linear" else "")
+            kind = planned.layer.type + _activation_note(planned.layer)
             rows.append((planned.layer.name, kind, str(planned.output_shape), f"{count:,}"))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines = [f"model '{self.name}' ({self.path}), input {self._spec.input_shape}, "

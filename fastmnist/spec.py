@@ -92,9 +92,9 @@ def parse(spec: dict[str, Any], arrays: dict[str, np.ndarray], source: str) -> M
     _check_ends_in_softmax(planned, shape, len(classes), fail)
     reference = _take_reference(spec.get("reference"), unused, input_shape, len(classes), fail)
     ideal_inputs = unused.pop("analysis/ideal_inputs", None)
-    if ideal_inputs is not None and (ideal_inputs.shape != (len(classes), 28, 28) or not _finite(ideal_inputs)):
-        raise fail(f"'analysis/ideal_inputs' has shape {ideal_inputs.shape} or non-finite values, "
-                   f"expected finite ({len(classes)}, 28, 28)")
+    if ideal_inputs is not None and (ideal_inputs.dtype != np.float32 or ideal_inputs.shape != (len(classes), 28, 28) or not _finite(ideal_inputs)):
+        raise fail(f"'analysis/ideal_inputs' is {ideal_inputs.dtype} {ideal_inputs.shape} or has non-finite "
+                   f"values, expected finite float32 ({len(classes)}, 28, 28)")
     if unused:
         raise fail(f"array(s) {', '.join(sorted(unused))} belong to no layer")
     metadata = spec.get("metadata", {})
@@ -122,6 +122,8 @@ def _take_param(unused: dict[str, np.ndarray], name: str, expected: Shape) -> np
     if name not in unused:
         raise LayerError(f"array '{name}' is missing (expected shape {expected})")
     array = unused.pop(name)
+    if array.dtype != np.float32:  # every float layer's weights; integer arrays belong to reduced-precision layers
+        raise LayerError(f"array '{name}' has dtype {array.dtype}, expected float32")
     if array.shape != expected:
         raise LayerError(f"array '{name}' has shape {array.shape}, expected {expected}")
     if not _finite(array):
@@ -135,8 +137,8 @@ def _finite(array: np.ndarray) -> bool:
 
 def _check_ends_in_softmax(planned: list[PlannedLayer], shape: Shape, num_classes: int, fail) -> None:
     last = next((p.layer for p in reversed(planned) if not isinstance(p.layer, Dropout)), planned[-1].layer)
-    if activation_of(last) != "softmax":
-        raise fail(f"the last layer '{last.name}' ends in {activation_of(last)!r}, expected softmax "
+    if activation_of(last).name != "softmax":
+        raise fail(f"the last layer '{last.name}' ends in {activation_of(last).to_json()!r}, expected softmax "
                    "(the model must output probabilities)")
     if shape != (num_classes,):
         raise fail(f"the model outputs shape {shape}, expected ({num_classes},) for {num_classes} classes")
@@ -152,6 +154,9 @@ def _take_reference(raw: Any, unused: dict[str, np.ndarray], input_shape: Shape,
     atol = raw["atol"]
     if isinstance(atol, bool) or not isinstance(atol, (int, float)) or not 0 < atol <= MAX_REFERENCE_ATOL:
         raise fail(f"reference atol {atol!r}, expected a number in (0, {MAX_REFERENCE_ATOL}]")
+    for name, array in (("reference/inputs", inputs), ("reference/probabilities", probabilities)):
+        if array.dtype != np.float32:
+            raise fail(f"'{name}' has dtype {array.dtype}, expected float32")
     if inputs.ndim != 3 or inputs.shape[1:] != (28, 28) or not 1 <= inputs.shape[0] <= 4096:
         raise fail(f"'reference/inputs' has shape {inputs.shape}, expected (k, 28, 28) with 1 <= k <= 4096")
     if probabilities.shape != (inputs.shape[0], num_classes):

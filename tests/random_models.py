@@ -24,7 +24,9 @@ def random_arrays(layers: list[dict], input_shape: tuple[int, ...], rng: np.rand
     for raw in layers:
         layer = parse_layer(raw)
         for key, param_shape in layer.param_shapes(shape).items():
-            if key == "kernel":
+            if key == "kernel" and layer.type == "depthwise_conv2d":  # each output reads kh * kw inputs
+                value = rng.normal(0.0, 1.5 / np.sqrt(param_shape[0] * param_shape[1]), param_shape)
+            elif key == "kernel":
                 fan_in = int(np.prod(param_shape[:-1]))
                 value = rng.normal(0.0, 1.5 / np.sqrt(fan_in), param_shape)
             elif key == "gamma":
@@ -38,8 +40,9 @@ def random_arrays(layers: list[dict], input_shape: tuple[int, ...], rng: np.rand
     return arrays
 
 
-def spec_for(layers: list[dict], input_shape=(28, 28, 1), input_range=(0.0, 1.0)) -> dict:
-    return {"format": "fastmnist-weights", "version": 1,
+def spec_for(layers: list[dict], input_shape=(28, 28, 1), input_range=(0.0, 1.0),
+             version: int = format.FORMAT_VERSION) -> dict:
+    return {"format": "fastmnist-weights", "version": version,
             "input": {"shape": list(input_shape), "range": list(input_range)},
             "classes": CLASSES, "layers": layers}
 
@@ -70,6 +73,23 @@ CNN_LAYERS = [
     {"type": "dense", "name": "logits", "units": 10, "activation": "softmax"},
 ]
 
+# Every layer type and padding form of format version 2, with activations that take parameters.
+V2_LAYERS = [
+    {"type": "zeropad2d", "name": "pad", "padding": [[1, 2], [0, 3]]},
+    {"type": "depthwise_conv2d", "name": "dw", "kernel_size": [3, 3], "depth_multiplier": 2,
+     "padding": [[1, 0], [2, 1]], "activation": {"name": "relu", "max_value": 6.0}},
+    {"type": "batchnorm", "name": "bn_map"},
+    {"type": "conv2d", "name": "pw", "filters": 5, "kernel_size": [1, 1], "activation": "gelu"},
+    {"type": "avgpool2d", "name": "avg", "pool_size": [3, 3], "strides": [2, 2], "padding": [[1, 1], [2, 0]],
+     "count_include_pad": True},
+    {"type": "maxpool2d", "name": "max", "pool_size": [2, 2], "padding": [[0, 1], [1, 0]]},
+    {"type": "activation", "name": "act", "activation": {"name": "elu", "alpha": 0.5}},
+    {"type": "global_avgpool2d", "name": "gap"},
+    {"type": "batchnorm", "name": "bn_vec"},
+    {"type": "dense", "name": "fc", "units": 12, "activation": {"name": "hard_sigmoid", "alpha": 0.25}},
+    {"type": "dense", "name": "logits", "units": 10, "activation": "softmax"},
+]
+
 MLP_BN_ELU_LAYERS = [
     {"type": "dense", "name": "fc1", "units": 300},
     {"type": "batchnorm", "name": "bn1", "epsilon": 0.001},
@@ -77,5 +97,21 @@ MLP_BN_ELU_LAYERS = [
     {"type": "dense", "name": "fc2", "units": 100},
     {"type": "batchnorm", "name": "bn2", "epsilon": 0.001},
     {"type": "activation", "name": "elu2", "activation": "elu"},
+    {"type": "dense", "name": "logits", "units": 10, "activation": "softmax"},
+]
+
+# Format version 2 at a size where a team of two threads splits each op of a single image (over 1M MACs).
+V2_HEAVY_LAYERS = [
+    {"type": "conv2d", "name": "conv1", "filters": 48, "kernel_size": [5, 5], "padding": [[2, 3], [1, 2]],
+     "activation": {"name": "relu", "max_value": 6.0}},
+    {"type": "depthwise_conv2d", "name": "dw", "kernel_size": [3, 3], "strides": [2, 2], "depth_multiplier": 2,
+     "padding": "same", "activation": "silu"},
+    {"type": "batchnorm", "name": "bn"},
+    {"type": "avgpool2d", "name": "avg", "pool_size": [2, 2], "strides": [1, 1], "padding": [[1, 0], [0, 1]]},
+    {"type": "zeropad2d", "name": "pad", "padding": [[0, 1], [2, 0]]},
+    {"type": "conv2d", "name": "conv2", "filters": 33, "kernel_size": [3, 3], "strides": [2, 2],
+     "activation": {"name": "gelu", "approximate": True}},
+    {"type": "global_avgpool2d", "name": "gap"},  # split by channels in a team
+    {"type": "dense", "name": "fc", "units": 40, "activation": "tanh"},
     {"type": "dense", "name": "logits", "units": 10, "activation": "softmax"},
 ]

@@ -196,13 +196,13 @@ def test_train_then_export_then_eval(tmp_path, capsys):
 
 def test_export_refuses_an_unsupported_model(tmp_path, capsys):
     keras = pytest.importorskip("keras", reason=NEEDS_TF)
-    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(10, activation="sigmoid", name="out")])
-    model.save(tmp_path / "sigmoid.keras")
+    model = keras.Sequential([keras.Input((784,)), keras.layers.Dense(10, activation="mish", name="out")])
+    model.save(tmp_path / "mish.keras")
     labels = np.arange(20, dtype=np.uint8) % 10
     write_band_dataset(tmp_path / "data", labels, labels)
-    assert main(["export", str(tmp_path / "sigmoid.keras"), str(tmp_path / "out.npz"), "--data",
+    assert main(["export", str(tmp_path / "mish.keras"), str(tmp_path / "out.npz"), "--data",
                  str(tmp_path / "data")]) == 2
-    assert "layer 'out' uses activation 'sigmoid'" in capsys.readouterr().err
+    assert "layer 'out' uses activation 'mish'" in capsys.readouterr().err
     assert not (tmp_path / "out.npz").exists()
 
 

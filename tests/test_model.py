@@ -7,7 +7,7 @@ import pytest
 
 import fastmnist
 from fastmnist import _engine, format, reference, spec
-from random_models import CNN_LAYERS, MLP_BN_ELU_LAYERS, random_images, write_model
+from random_models import CNN_LAYERS, MLP_BN_ELU_LAYERS, V2_HEAVY_LAYERS, V2_LAYERS, random_images, write_model
 
 ISAS = _engine.supported_isas()
 # Probabilities after several float32 layers with reductions up to K = 3136: each logit is within about
@@ -26,6 +26,17 @@ def mlp_path(tmp_path_factory):
     return write_model(tmp_path_factory.mktemp("mlp") / "mlp.npz", MLP_BN_ELU_LAYERS, input_shape=(784,), seed=4)
 
 
+@pytest.fixture(scope="module")
+def v2_path(tmp_path_factory):
+    """Every layer type of format version 2, heavy enough for a team of threads on one image."""
+    return write_model(tmp_path_factory.mktemp("v2") / "v2.npz", V2_HEAVY_LAYERS, seed=5)
+
+
+@pytest.fixture(scope="module")
+def v2_small_path(tmp_path_factory):
+    return write_model(tmp_path_factory.mktemp("v2s") / "v2s.npz", V2_LAYERS, seed=6)
+
+
 def reference_probabilities(path, images):
     return reference.forward(spec.parse(*format.read(path), str(path)), images)
 
@@ -33,7 +44,7 @@ def reference_probabilities(path, images):
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("batch", [1, 3, 70, 130])
-@pytest.mark.parametrize("which", ["cnn", "mlp"])
+@pytest.mark.parametrize("which", ["cnn", "mlp", "v2", "v2_small"])
 def test_model_matches_reference(request, which, isa, threads, batch):
     path = request.getfixturevalue(f"{which}_path")
     images = random_images(batch, seed=batch)
@@ -45,7 +56,7 @@ def test_model_matches_reference(request, which, isa, threads, batch):
 
 
 @pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("which", ["cnn", "mlp"])
+@pytest.mark.parametrize("which", ["cnn", "mlp", "v2", "v2_small"])
 def test_an_images_result_does_not_depend_on_its_batch(request, which, isa):
     """Every path adds a layer's terms in one order whatever the batch, the thread count or the zeros of the
     other images in a block, so an image's probabilities are the same bits alone or in any batch."""
@@ -145,6 +156,22 @@ def test_predict_and_activations(cnn_path):
     np.testing.assert_allclose(acts[-1][1], model.predict_proba(images), atol=1e-6)
 
 
+def test_activations_and_summary_of_every_version_2_layer(v2_small_path):
+    model = fastmnist.load(v2_small_path)
+    images = random_images(2)
+    acts = dict(model.activations(images))
+    assert list(acts) == [layer["name"] for layer in V2_LAYERS]
+    want = reference.layer_outputs(spec.parse(*format.read(v2_small_path), "v2"), images)
+    for (name, got), expected in zip(acts.items(), want):
+        assert got.shape == expected.shape, name
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * (np.abs(expected).max() + 1), err_msg=name)
+    text = model.summary()
+    for fragment in ("zeropad2d", "depthwise_conv2d (relu max_value=6.0)", "(30, 32, 2)", "conv2d (gelu)",
+                     "avgpool2d", "activation (elu alpha=0.5)", "global_avgpool2d", "(5,)",
+                     "dense (hard_sigmoid alpha=0.25)", "total parameters: 265"):
+        assert fragment in text, text
+
+
 def test_summary_counts_parameters(cnn_path):
     text = fastmnist.load(cnn_path).summary()
     assert "3,274,634" in text and "conv2d (relu)" in text and "(7, 7, 64)" in text
@@ -163,9 +190,10 @@ def test_threads_and_isa_settings(mlp_path, monkeypatch):
         fastmnist.load(mlp_path, isa="sse9")
 
 
-def test_one_model_shared_by_python_threads(cnn_path):
+@pytest.mark.parametrize("which", ["cnn", "v2"])
+def test_one_model_shared_by_python_threads(request, which):
     """Calls from several threads at once (each releasing the GIL) give exactly the serial results."""
-    model = fastmnist.load(cnn_path, num_threads=2)
+    model = fastmnist.load(request.getfixturevalue(f"{which}_path"), num_threads=2)
     batches = [random_images(n, seed=n) for n in (1, 2, 5, 1, 9, 1, 3, 1)]
     expected = [model.predict_proba(b) for b in batches]
     failures = []

@@ -28,7 +28,7 @@ import numpy as np
 
 import fastmnist
 from fastmnist import WeightsFormatError
-from random_models import random_arrays, random_images, spec_for
+from random_models import V2_LAYERS, random_arrays, random_images, spec_for
 
 SEED_MODELS = {
     "mlp": ([{"type": "dense", "name": "fc1", "units": 24},
@@ -41,10 +41,21 @@ SEED_MODELS = {
              {"type": "flatten", "name": "flat"},
              {"type": "dropout", "name": "drop", "rate": 0.5},
              {"type": "dense", "name": "out", "units": 10, "activation": "softmax"}], (28, 28, 1)),
+    "v2": (V2_LAYERS, (28, 28, 1)),  # every version 2 layer type, explicit pads, activation objects
+    "v2_vector": ([{"type": "batchnorm", "name": "bn0"},
+                   {"type": "dense", "name": "fc1", "units": 16,
+                    "activation": {"name": "relu", "negative_slope": 0.1, "threshold": 0.25, "max_value": 6.0}},
+                   {"type": "activation", "name": "act", "activation": {"name": "gelu", "approximate": True}},
+                   {"type": "dense", "name": "out", "units": 10, "activation": "softmax"}], (784,)),
 }
 
 HOSTILE_VALUES = [None, True, -1, 0, 1, 3, 2 ** 31, 2 ** 63, 10 ** 30, -1e308, 1e-300, 0.5, "", "same", "valid",
-                  "softmax", "x" * 300, [], {}, [1], [0, 0], [65536, 65536], [1, 2, 3], {"atol": 1e-5}]
+                  "softmax", "x" * 300, [], {}, [1], [0, 0], [65536, 65536], [1, 2, 3], {"atol": 1e-5},
+                  [[1, 2], [3, 4]], [[0, -1], [0, 0]], [[65536, 65536], [65536, 65536]], [[1, 2]], "tanh", "gelu",
+                  {"name": "relu", "max_value": 6.0}, {"name": "gelu", "approximate": True}, {"name": "selu"},
+                  {"name": "elu", "alpha": -1e6}, {"name": "hard_sigmoid", "alpha": 1e6, "beta": -1e6},
+                  {"name": "relu", "max_value": None}, {"name": "swish"}, "depthwise_conv2d", "avgpool2d",
+                  "global_maxpool2d", "zeropad2d"]
 IMAGES = random_images(3)
 
 
@@ -118,7 +129,8 @@ def mutate_spec(rng: random.Random, spec: dict) -> dict:
     elif action == 1 and isinstance(parent, dict):
         del parent[key]
     elif action == 2 and isinstance(parent, dict):
-        parent[rng.choice(["units", "filters", "strides", "padding", "zzz", "kernel_size"])] = rng.choice(HOSTILE_VALUES)
+        parent[rng.choice(["units", "filters", "strides", "padding", "zzz", "kernel_size", "depth_multiplier",
+                           "count_include_pad", "activation", "pool_size", "alpha", "name"])] = rng.choice(HOSTILE_VALUES)
     elif isinstance(parent, list):
         parent.insert(rng.randrange(len(parent) + 1), copy.deepcopy(rng.choice(parent)))
     return spec
@@ -132,7 +144,8 @@ def mutate_arrays(rng: random.Random, arrays: dict) -> dict:
     if action == 0:
         del arrays[name]
     elif action == 1:
-        arrays[name] = value.astype(rng.choice([np.float64, np.float16, np.int32, np.uint8, np.complex64, bool]))
+        arrays[name] = value.astype(rng.choice([np.float64, np.float16, np.int8, np.int32, np.uint8, np.complex64,
+                                                bool]))
     elif action == 2:
         flat = value.ravel().copy()
         flat[rng.randrange(flat.size)] = rng.choice([np.nan, np.inf, -np.inf, 1e38, -1e38])

@@ -31,7 +31,7 @@ void fm_conv2d_f32(float *out, const float *in, const float *kernel, const float
                 }
             }
         }
-        if (activation != FM_ACTIVATION_SOFTMAX)
+        if (activation.kind != FM_ACT_SOFTMAX)
             fm_activation_f32(y, w->out_c, activation);
     }
 }

@@ -20,7 +20,7 @@ void fm_dense_f32(float *out, const float *in, const float *kernel, const float 
             for (size_t out_c = col_begin; out_c < col_end; out_c++)
                 y[out_c] += x[in_c] * k[out_c];
         }
-        if (activation != FM_ACTIVATION_SOFTMAX)
+        if (activation.kind != FM_ACT_SOFTMAX)
             fm_activation_f32(y + col_begin, col_end - col_begin, activation);
     }
 }

@@ -98,7 +98,7 @@ FM_ALWAYS_INLINE void dense_block(size_t rows, float *out, const float *in, cons
     }
     for (size_t r = 0; r < rows; r++)
         fm_store_activated(out + r * out_dim + col, acc[r][0], acc[r][1], stored,
-                           finish ? activation : FM_ACTIVATION_LINEAR);
+                           finish ? activation : fm_activation_linear());
 }
 
 /* One row times `panels` (<= GROUP_PANELS, a constant after inlining) neighbouring panels of a group: a

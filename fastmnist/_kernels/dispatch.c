@@ -2,8 +2,10 @@
 
 #include <string.h>
 
+#include "activation.h"
 #include "conv2d.h"
 #include "dense.h"
+#include "depthwise_conv2d.h"
 #include "softmax.h"
 
 /* The scalar path reads the Keras layouts, so "packing" is a copy. */
@@ -25,14 +27,21 @@ static void conv2d_copy(float *packed, const float *kernel, const fm_window *w)
 {
     memcpy(packed, kernel, conv2d_size(w) * sizeof(float));
 }
+static size_t depthwise_size(const fm_window *w) { return w->k_h * w->k_w * w->out_c; }
+static void depthwise_copy(float *packed, const float *kernel, const fm_window *w)
+{
+    memcpy(packed, kernel, depthwise_size(w) * sizeof(float));
+}
 
+/* The fast paths share the depthwise layout (channels padded to FM_DEPTHWISE_CHANNEL_ALIGN). */
 #define FM_FAST_KERNELS(isa_enum, isa)                                                                     \
     {isa_enum, fm_dense_panel_width__##isa, fm_dense_packed_size__##isa, fm_dense_pack_f32__##isa, fm_dense_f32__##isa,            \
-     fm_conv2d_packed_size__##isa, fm_conv2d_pack_f32__##isa, fm_conv2d_f32__##isa, fm_softmax_f32__##isa}
+     fm_conv2d_packed_size__##isa, fm_conv2d_pack_f32__##isa, fm_conv2d_f32__##isa, fm_depthwise_packed_size,  \
+     fm_depthwise_pack_f32, fm_depthwise_conv2d_f32__##isa, fm_activation_f32__##isa, fm_softmax_f32__##isa}
 
 static const fm_kernels table[FM_ISA_COUNT] = {
     [FM_ISA_SCALAR] = {FM_ISA_SCALAR, one_column, dense_size, dense_copy, dense_scalar, conv2d_size, conv2d_copy, NULL,
-                       fm_softmax_f32},
+                       depthwise_size, depthwise_copy, NULL, fm_activation_f32, fm_softmax_f32},
 #ifdef FM_HAVE_AVX2
     [FM_ISA_AVX2] = FM_FAST_KERNELS(FM_ISA_AVX2, avx2),
 #endif

@@ -21,6 +21,12 @@ typedef struct {
     void (*conv2d_padded)(float *out, const float *padded, const float *packed, const float *bias,
                           const fm_window *w, size_t row_begin, size_t row_end, fm_activation activation,
                           uint32_t *active); /* scratch of fm_conv2d_active_size entries */
+    size_t (*depthwise_packed_size)(const fm_window *w);
+    void (*depthwise_pack)(float *packed, const float *kernel, const fm_window *w);
+    /* NULL for the scalar path, which convolves the unpadded input directly (fm_depthwise_conv2d_f32) */
+    void (*depthwise_padded)(float *out, const float *padded, const float *packed, const float *bias,
+                             const fm_window *w, size_t row_begin, size_t row_end, fm_activation activation);
+    void (*activation)(float *x, size_t count, fm_activation activation);
     void (*softmax)(float *x, size_t rows, size_t row_len);
 } fm_kernels;
 

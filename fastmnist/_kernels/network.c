@@ -1,6 +1,6 @@
 /* The executor. Two stages, because their costs differ:
- *  - spatial ops (conv2d, maxpool2d and what acts on their (h, w, c) output) run one image at a time, so
- *    their activations stay in L2 whatever the batch;
+ *  - spatial ops (convolutions, pools, padding and what acts on their (h, w, c) output) run one image at a
+ *    time, so their activations stay in L2 whatever the batch;
  *  - the vector stage (from the first op on a flat input: dense, mostly) runs on tiles of up to `tile`
  *    images, so a large weight matrix is streamed from memory once per tile rather than once per image.
  * Threads: a batch with enough images gives each thread its own tiles and workspace; a smaller one is run by
@@ -16,10 +16,16 @@
 #endif
 
 #include "activation.h"
+#include "avgpool2d.h"
 #include "batchnorm.h"
 #include "conv2d.h"
 #include "dense.h"
+#include "depthwise_conv2d.h"
+#include "global_pool2d.h"
 #include "maxpool2d.h"
+#include "zeropad2d.h"
+
+_Static_assert(FM_BIAS_ALIGN % FM_DEPTHWISE_CHANNEL_ALIGN == 0, "depthwise fast paths load whole padded biases");
 
 #define MAX_TILE 64
 #define TILE_BUDGET_VALUES (256 * 1024)   /* one vector-stage buffer of a tile: about 1 MB */
@@ -35,19 +41,31 @@ static size_t out_values(const fm_op *op) { return op->window.out_h * op->window
 static size_t max_size(size_t a, size_t b) { return a > b ? a : b; }
 static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
 
+/* Whether the op works on one image at a time: a sliding window or a global pool (even over a 1 x 1 map),
+ * or an element-wise op on a map. */
+static int takes_image(const fm_op *op)
+{
+    switch (op->kind) {
+    case FM_OP_DENSE: return 0;
+    case FM_OP_BATCHNORM:
+    case FM_OP_ACTIVATION: return op->window.in_h * op->window.in_w > 1;
+    default: return 1;
+    }
+}
+
 size_t fm_network_init(fm_network *net)
 {
-    net->first_vector_op = net->num_ops;
+    net->first_vector_op = 0;
     net->spatial_values = net->padded_values = net->macs_per_image = net->dense_weight_bytes = 0;
     net->active_values = 0;
     net->vector_values = net->input_values;
+    for (size_t i = 0; i < net->num_ops; i++) /* an op after an image op still has the image's layout */
+        if (takes_image(&net->ops[i]))
+            net->first_vector_op = i + 1;
     for (size_t i = 0; i < net->num_ops; i++) {
         const fm_op *op = &net->ops[i];
         const fm_window *w = &op->window;
-        const int spatial = op->kind == FM_OP_CONV2D || op->kind == FM_OP_MAXPOOL2D || w->in_h * w->in_w > 1;
-        if (!spatial && net->first_vector_op == net->num_ops)
-            net->first_vector_op = i;
-        if (net->first_vector_op == net->num_ops) {
+        if (i < net->first_vector_op) {
             net->spatial_values = max_size(net->spatial_values, max_size(in_values(op), out_values(op)));
         } else {
             net->vector_values = max_size(net->vector_values, out_values(op));
@@ -55,6 +73,9 @@ size_t fm_network_init(fm_network *net)
         if (op->kind == FM_OP_CONV2D) {
             net->padded_values = max_size(net->padded_values, fm_conv2d_padded_h(w) * fm_conv2d_padded_w(w) * w->in_c);
             net->macs_per_image += out_values(op) * w->k_h * w->k_w * w->in_c;
+        } else if (op->kind == FM_OP_DEPTHWISE_CONV2D) {
+            net->padded_values = max_size(net->padded_values, fm_depthwise_padded_size(w));
+            net->macs_per_image += out_values(op) * w->k_h * w->k_w;
         } else if (op->kind == FM_OP_DENSE) {
             net->macs_per_image += w->in_c * w->out_c;
             net->dense_weight_bytes += w->in_c * w->out_c * sizeof(float);
@@ -158,13 +179,13 @@ static void run_elementwise(const fm_network *net, const fm_op *op, float *dst, 
         memcpy(dst + begin * channels, src + begin * channels, (end - begin) * channels * sizeof(float));
     if (op->kind == FM_OP_BATCHNORM)
         fm_batchnorm_f32(dst, op->weights, op->bias, channels, begin, end);
-    else if (op->activation == FM_ACTIVATION_SOFTMAX)
+    else if (op->activation.kind == FM_ACT_SOFTMAX)
         net->kernels->softmax(dst + begin * channels, end - begin, channels);
     else
-        fm_activation_f32(dst + begin * channels, (end - begin) * channels, op->activation);
+        net->kernels->activation(dst + begin * channels, (end - begin) * channels, op->activation);
 }
 
-/* One op on `images` images (always 1 for conv2d and maxpool2d), split across the team. */
+/* One op on `images` images (always 1 for the ops that take an image), split across the team. */
 static void run_op(const fm_network *net, const fm_op *op, float *dst, const float *src, size_t images,
                    workspace ws, int tid, int nth)
 {
@@ -190,16 +211,42 @@ static void run_op(const fm_network *net, const fm_op *op, float *dst, const flo
             fm_conv2d_f32(dst, src, op->weights, op->bias, w, begin, end, op->activation);
         }
         break;
+    case FM_OP_DEPTHWISE_CONV2D:
+        if (net->kernels->depthwise_padded) {
+            share(fm_conv2d_padded_h(w), 1, tid, nth, &begin, &end);
+            fm_depthwise_pad_f32(ws.padded, src, w, begin, end);
+            team_barrier(nth);
+            share(w->out_h, 1, tid, nth, &begin, &end);
+            net->kernels->depthwise_padded(dst, ws.padded, op->weights, op->bias, w, begin, end, op->activation);
+        } else {
+            share(w->out_h * w->out_w, 1, tid, nth, &begin, &end);
+            fm_depthwise_conv2d_f32(dst, src, op->weights, op->bias, w, begin, end, op->activation);
+        }
+        break;
     case FM_OP_MAXPOOL2D:
         share(w->out_h, 1, tid, nth, &begin, &end);
         fm_maxpool2d_f32(dst, src, w, begin, end);
+        return;
+    case FM_OP_AVGPOOL2D:
+        share(w->out_h, 1, tid, nth, &begin, &end);
+        fm_avgpool2d_f32(dst, src, w, op->count_include_pad, begin, end);
+        return;
+    case FM_OP_GLOBAL_AVGPOOL2D:
+    case FM_OP_GLOBAL_MAXPOOL2D:
+        share(w->out_c, 16, tid, nth, &begin, &end); /* whole vectors of channels for each thread */
+        (op->kind == FM_OP_GLOBAL_AVGPOOL2D ? fm_global_avgpool2d_f32 : fm_global_maxpool2d_f32)(
+            dst, src, w->in_h * w->in_w, w->in_c, begin, end);
+        return;
+    case FM_OP_ZEROPAD2D:
+        share(w->out_h, 1, tid, nth, &begin, &end);
+        fm_zeropad2d_f32(dst, src, w, begin, end);
         return;
     case FM_OP_BATCHNORM:
     case FM_OP_ACTIVATION:
         run_elementwise(net, op, dst, src, images, tid, nth);
         return;
     }
-    if (op->activation == FM_ACTIVATION_SOFTMAX) { /* needs every column of a row: after the barrier */
+    if (op->activation.kind == FM_ACT_SOFTMAX) { /* needs every column of a row: after the barrier */
         team_barrier(nth);
         share(images * w->out_h * w->out_w, 1, tid, nth, &begin, &end);
         net->kernels->softmax(dst + begin * w->out_c, end - begin, w->out_c);

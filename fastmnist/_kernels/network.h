@@ -11,16 +11,25 @@ typedef enum {
     FM_OP_MAXPOOL2D = 2,
     FM_OP_BATCHNORM = 3,
     FM_OP_ACTIVATION = 4,
+    FM_OP_DEPTHWISE_CONV2D = 5,
+    FM_OP_AVGPOOL2D = 6,
+    FM_OP_GLOBAL_AVGPOOL2D = 7, /* (h, w, c) -> (1, 1, c) */
+    FM_OP_GLOBAL_MAXPOOL2D = 8,
+    FM_OP_ZEROPAD2D = 9,
 } fm_op_kind;
 
 /* One computing layer. Shapes are per image in `window`: a dense layer is in_c -> out_c with h = w = 1;
- * batchnorm and activation keep their shape (in_* == out_*). Flatten and dropout need no op. */
+ * batchnorm and activation keep their shape (in_* == out_*), on a vector or a map. Flatten and dropout need
+ * no op. */
 typedef struct {
     fm_op_kind kind;
-    fm_activation activation; /* dense, conv2d, activation */
+    fm_activation activation; /* dense, conv2d, depthwise_conv2d, activation */
     fm_window window;
-    const float *weights;     /* dense, conv2d: kernel packed by the kernels' pack function; batchnorm: scale */
-    const float *bias;        /* dense, conv2d: bias padded with zeros to FM_BIAS_ALIGN; batchnorm: shift */
+    const float *weights;     /* dense, conv2d, depthwise_conv2d: kernel packed by the kernels' pack function;
+                                 batchnorm: scale */
+    const float *bias;        /* dense, conv2d, depthwise_conv2d: bias padded with zeros to FM_BIAS_ALIGN;
+                                 batchnorm: shift */
+    int count_include_pad;    /* avgpool2d */
 } fm_op;
 
 #define FM_BIAS_ALIGN 64 /* a multiple of every ISA's panel width */
@@ -34,10 +43,10 @@ typedef struct {
     float input_offset;    /* model input = input_offset + input_scale * pixel, for a pixel in [0, 1] */
     float input_scale;
     /* derived by fm_network_init */
-    size_t first_vector_op; /* ops before it take (h, w, c) images and run image by image */
+    size_t first_vector_op; /* ops before it (up to the last that takes an image) run image by image */
     size_t tile;            /* images per tile in the vector stage */
     size_t spatial_values;  /* the largest spatial-stage activation of one image */
-    size_t padded_values;   /* the largest padded conv2d input of one image */
+    size_t padded_values;   /* the largest padded conv2d or depthwise_conv2d input of one image */
     size_t vector_values;   /* the largest vector-stage activation of one image */
     size_t active_values;   /* the kernels' scratch for listing nonzero inputs (uint32 entries) */
     size_t macs_per_image;

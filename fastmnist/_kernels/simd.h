@@ -167,22 +167,153 @@ FM_ALWAYS_INLINE fm_vec fm_exp_nonpositive(fm_vec x)
     return (fm_vec)(~(fm_ivec)(x < floor) & (fm_ivec)(power * p + power));
 }
 
-FM_ALWAYS_INLINE fm_vec fm_elu(fm_vec v)
+/* Lane by lane, a where mask is set, else b. */
+FM_ALWAYS_INLINE fm_vec fm_select(fm_ivec mask, fm_vec a, fm_vec b)
 {
-    const fm_ivec positive = v > (fm_vec){0};
-    return (fm_vec)((positive & (fm_ivec)v) | (~positive & (fm_ivec)fm_expm1_nonpositive((fm_vec)(~positive & (fm_ivec)v))));
+    return (fm_vec)((mask & (fm_ivec)a) | (~mask & (fm_ivec)b));
 }
 
-/* Applies relu or elu (softmax and linear leave the values) to a panel of FM_NR outputs held in two vectors
- * and stores the first `count` (<= FM_NR) of them: fewer at the right edge of the outputs. */
+FM_ALWAYS_INLINE fm_ivec fm_sign_bits(fm_vec v) { return (fm_ivec)v & (int)0x80000000; }
+FM_ALWAYS_INLINE fm_vec fm_abs(fm_vec v) { return (fm_vec)((fm_ivec)v & 0x7fffffff); }
+
+/* The vector activations. Their accuracy, with u = 2^-24 (one ulp of 1 is 2u) and the exp and expm1 above
+ * within 2 ulp (4u) of the exact result, each a sum of rounding errors of relative size u at most:
+ *   relu, hard_sigmoid: the scalar path's arithmetic, exact but for one rounding (of alpha x + beta);
+ *   elu, selu:   x > 0: at most 2 roundings; else expm1 (4u) times alpha (u, and u for selu's scale): 6u;
+ *   sigmoid:     e = exp(-|x|) (4u), s = 1 / (1 + e) (2u + 4u e / (1 + e) <= 4u); x < 0: e s, 9u; below -87
+ *                e is 0 where the true value is under 1.7e-38;
+ *   silu:        x sigmoid(x), 10u, and under 87 * 1.7e-38 below -87;
+ *   tanh:        e = expm1(-2|x|) (4u), -e / (2 + e): at most twice e's error plus 2 roundings, 10u;
+ *   softplus:    max(x, 0) + log1p(exp(-|x|)), log1p(e) = 2 atanh(e / (2 + e)) by its series to the 13th
+ *                power (truncation under 2e-8 relative): 12u, and 1.7e-38 absolute below -87;
+ *   gelu tanh:   x sigmoid(2 y), 2 y = x (c1 + c2 x^2) rounded within 4u |2 y|, which sigmoid turns into
+ *                4u |2 y| relative for negative y: 11u + 4u |2 y|;
+ *   gelu:        0.5 x erfc(-x / sqrt2), erfc(t) = exp(-t^2) R(s), s = 1 / (1 + t / 2), R a degree-10
+ *                polynomial fitted to erfc(t) exp(t^2) (within 5e-9 relative for t <= 9.4, 4u evaluated
+ *                in float32); t^2 = x^2 / 2 is carried with its rounding error so that exp(-t^2) keeps 4u: 24u
+ *                in all, and under 1e-36 absolute below x = -13.2, where exp(-t^2) becomes 0.
+ * The tests bound each against the float64 reference with these figures. */
+
+/* relu with Keras' parameters (see common.h); plain relu keeps its single mask */
+FM_ALWAYS_INLINE fm_vec fm_relu_general(fm_vec v, fm_activation a)
+{
+    const fm_vec below = a.alpha == 0.0f ? (fm_vec){0} : fm_broadcast(a.alpha) * (v - fm_broadcast(a.beta));
+    const fm_vec kept = fm_select(v >= fm_broadcast(a.beta), v, below);
+    return fm_select(v >= fm_broadcast(a.gamma), fm_broadcast(a.gamma), kept);
+}
+
+/* alpha expm1(x) for x <= 0, x for x > 0 */
+FM_ALWAYS_INLINE fm_vec fm_elu(fm_vec v, float alpha)
+{
+    const fm_ivec positive = v > (fm_vec){0};
+    const fm_vec negative_part = fm_expm1_nonpositive((fm_vec)(~positive & (fm_ivec)v));
+    return fm_select(positive, v, fm_broadcast(alpha) * negative_part);
+}
+
+/* e = exp(-|x|), then 1 / (1 + e) for x >= 0 and e / (1 + e) for x < 0: nothing overflows */
+FM_ALWAYS_INLINE fm_vec fm_sigmoid(fm_vec v)
+{
+    const fm_vec e = fm_exp_nonpositive(-fm_abs(v));
+    const fm_vec s = fm_broadcast(1.0f) / (fm_broadcast(1.0f) + e);
+    return fm_select(v < (fm_vec){0}, e * s, s);
+}
+
+/* tanh(|x|) = -expm1(-2|x|) / (2 + expm1(-2|x|)), with the sign of x: no cancellation near 0 */
+FM_ALWAYS_INLINE fm_vec fm_tanh(fm_vec v)
+{
+    const fm_vec e = fm_expm1_nonpositive(fm_broadcast(-2.0f) * fm_abs(v));
+    const fm_vec t = fm_abs(e / (fm_broadcast(2.0f) + e));
+    return (fm_vec)((fm_ivec)t | fm_sign_bits(v));
+}
+
+/* log(1 + e) for 0 <= e <= 1: 2 atanh(z), z = e / (2 + e) <= 1/3, as 2 z sum_k z^2k / (2k + 1) for k <= 6
+ * (the next term is below 2e-8 of the sum) */
+FM_ALWAYS_INLINE fm_vec fm_log1p_unit(fm_vec e)
+{
+    const fm_vec z = e / (fm_broadcast(2.0f) + e), w = z * z;
+    fm_vec p = fm_broadcast(1.0f / 13);
+    p = fm_madd(fm_broadcast(1.0f / 11), p, w);
+    p = fm_madd(fm_broadcast(1.0f / 9), p, w);
+    p = fm_madd(fm_broadcast(1.0f / 7), p, w);
+    p = fm_madd(fm_broadcast(1.0f / 5), p, w);
+    p = fm_madd(fm_broadcast(1.0f / 3), p, w);
+    p = fm_madd(fm_broadcast(1.0f), p, w);
+    return fm_broadcast(2.0f) * z * p;
+}
+
+FM_ALWAYS_INLINE fm_vec fm_softplus(fm_vec v)
+{
+    const fm_vec positive_part = (fm_vec)((fm_ivec)v & (v > (fm_vec){0}));
+    return positive_part + fm_log1p_unit(fm_exp_nonpositive(-fm_abs(v)));
+}
+
+/* 0.5 x (1 + tanh(y)) = x sigmoid(2 y), 2 y = x (c1 + c2 x^2), c1 = 2 sqrt(2 / pi), c2 = 0.044715 c1 */
+FM_ALWAYS_INLINE fm_vec fm_gelu_tanh(fm_vec v)
+{
+    const fm_vec two_y = v * fm_madd(fm_broadcast(1.59576912f), fm_broadcast(0.0713548162f), v * v);
+    return v * fm_sigmoid(two_y);
+}
+
+/* The standard normal CDF times x: Phi(x) = 0.5 erfc(-x / sqrt2) for x < 0 and 1 - 0.5 erfc(x / sqrt2)
+ * otherwise, erfc(t) = exp(-t^2) R(s), s = 1 / (1 + t / 2), R fitted (see above). */
+FM_ALWAYS_INLINE fm_vec fm_gelu(fm_vec v)
+{
+    static const float r[11] = {1.0032894e-05f, 0.28180876f, 0.28565985f, 0.22125112f, 0.29328725f, -0.2716267f,
+                                0.7168215f, -1.00257f, 0.6658152f, -0.21996938f, 0.02951244f};
+    const fm_vec t = fm_abs(v) * fm_broadcast(0.707106781f);
+    const fm_vec s = fm_broadcast(1.0f) / fm_madd(fm_broadcast(1.0f), t, fm_broadcast(0.5f));
+    fm_vec p = fm_broadcast(r[10]);
+    for (int i = 9; i >= 0; i--)
+        p = fm_madd(fm_broadcast(r[i]), p, s);
+    const fm_vec square = v * v;
+    const fm_vec square_error = fm_madd(-square, v, v); /* exact: x^2 = square + square_error */
+    const fm_vec half_square = fm_broadcast(0.5f) * square;
+    const fm_vec gauss = fm_exp_nonpositive(-half_square) * fm_madd(fm_broadcast(1.0f), fm_broadcast(-0.5f), square_error);
+    const fm_vec half_erfc = fm_broadcast(0.5f) * gauss * p;
+    return v * fm_select(v < (fm_vec){0}, half_erfc, fm_broadcast(1.0f) - half_erfc);
+}
+
+/* One vector of `activation` (softmax and linear leave the values). */
+FM_ALWAYS_INLINE fm_vec fm_activate(fm_vec v, fm_activation a)
+{
+    switch (a.kind) {
+    case FM_ACT_RELU: return fm_is_plain_relu(a) ? fm_relu(v) : fm_relu_general(v, a);
+    case FM_ACT_ELU: return fm_elu(v, a.alpha);
+    case FM_ACT_SELU: return fm_broadcast(1.05070099f) * fm_elu(v, 1.67326324f);
+    case FM_ACT_TANH: return fm_tanh(v);
+    case FM_ACT_SIGMOID: return fm_sigmoid(v);
+    case FM_ACT_HARD_SIGMOID: {
+        const fm_vec y = fm_madd(fm_broadcast(a.beta), fm_broadcast(a.alpha), v);
+        return fm_select(y < (fm_vec){0}, (fm_vec){0}, fm_select(y > fm_broadcast(1.0f), fm_broadcast(1.0f), y));
+    }
+    case FM_ACT_SILU: return v * fm_sigmoid(v);
+    case FM_ACT_GELU: return fm_gelu(v);
+    case FM_ACT_GELU_TANH: return fm_gelu_tanh(v);
+    case FM_ACT_SOFTPLUS: return fm_softplus(v);
+    case FM_ACT_LINEAR:
+    case FM_ACT_SOFTMAX: break;
+    }
+    return v;
+}
+
+/* Applies `activation` to a panel of FM_NR outputs held in two vectors and stores the first `count`
+ * (<= FM_NR) of them: fewer at the right edge of the outputs. */
+
+/* Out of line, so that the kernels' hot loops, inlined for each block size, stay small; every kernel reaches
+ * the same code, so an output's activation does not depend on the loop that computed it. */
+static __attribute__((noinline, unused)) void fm_activate_pair(fm_vec *lo, fm_vec *hi, fm_activation activation)
+{
+    *lo = fm_activate(*lo, activation);
+    *hi = fm_activate(*hi, activation);
+}
+
 FM_ALWAYS_INLINE void fm_store_activated(float *y, fm_vec lo, fm_vec hi, size_t count, fm_activation activation)
 {
-    if (activation == FM_ACTIVATION_RELU) {
+    if (fm_is_plain_relu(activation)) {
         lo = fm_relu(lo);
         hi = fm_relu(hi);
-    } else if (activation == FM_ACTIVATION_ELU) {
-        lo = fm_elu(lo);
-        hi = fm_elu(hi);
+    } else if (activation.kind != FM_ACT_LINEAR && activation.kind != FM_ACT_SOFTMAX) {
+        fm_activate_pair(&lo, &hi, activation);
     }
     if (count == FM_NR) {
         fm_store(y, lo);
