@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from . import _engine, format, spec
-from .layers import Activation, BatchNorm, Conv2D, Dense, Dropout, Flatten, MaxPool2D, activation_of, output_size
+from .layers import (Activation, ActivationSpec, AvgPool2D, BatchNorm, Conv2D, Dense, DepthwiseConv2D, Dropout,
+                     Flatten, GlobalAvgPool2D, GlobalMaxPool2D, MaxPool2D, ZeroPad2D, activation_of, explicit_pads)
 
 INPUT_VALUES = 784
 FLOAT_BYTES = 4
@@ -31,7 +32,8 @@ VALUES_PER_LINE = 8
 # The fast paths the C carries: (the condition that selects one, its kernels' ISA suffix, floats per
 # vector). A panel of packed weights is two vectors wide (FM_NR in simd.h), as setup.py builds the engine.
 FAST_PATHS = (("defined(__AVX2__) && defined(__FMA__)", "avx2", 8), ("defined(__ARM_NEON)", "neon", 4))
-BIAS_ALIGN = 16  # biases padded to a multiple of every fast path's panel width (the engine's FM_BIAS_ALIGN)
+BIAS_ALIGN = 64  # biases padded as the engine pads them (FM_BIAS_ALIGN): whole panels for every fast path
+DEPTHWISE_CHANNEL_ALIGN = 32  # FM_DEPTHWISE_CHANNEL_ALIGN: the fast depthwise path's channels per pixel
 HEADERS_ALLOWED = {"math.h", "stddef.h", "stdint.h"}
 FAST_HEADERS_ALLOWED = HEADERS_ALLOWED | {"immintrin.h", "arm_neon.h"}
 # The kernel files each op needs, in an order where every file comes after those it includes.
@@ -41,13 +43,19 @@ SCALAR_FILES = {
     "softmax": ["softmax.h", "softmax.c"],
     "dense": ["dense.h", "dense.c"],
     "conv2d": ["conv2d.h", "conv2d.c"],
+    "depthwise_conv2d": ["conv2d.h", "conv2d.c", "depthwise_conv2d.h", "depthwise_conv2d.c"],
     "maxpool2d": ["maxpool2d.h", "maxpool2d.c"],
+    "avgpool2d": ["avgpool2d.h", "avgpool2d.c"],
+    "global_avgpool2d": ["global_pool2d.h", "global_pool2d.c"],
+    "global_maxpool2d": ["global_pool2d.h", "global_pool2d.c"],
+    "zeropad2d": ["zeropad2d.h", "zeropad2d.c"],
     "batchnorm": ["batchnorm.h", "batchnorm.c"],
 }
-FAST_FILES = {"common": ["simd.h"], "softmax": ["softmax_simd.c"], "dense": ["dense_simd.c"],
-              "conv2d": ["conv2d_simd.c"]}
-ACTIVATION_ENUMS = {"linear": "FM_ACTIVATION_LINEAR", "relu": "FM_ACTIVATION_RELU", "elu": "FM_ACTIVATION_ELU",
-                    "softmax": "FM_ACTIVATION_SOFTMAX"}
+FAST_FILES = {"common": ["simd.h"], "activation": ["activation_simd.c"], "softmax": ["softmax_simd.c"],
+              "dense": ["dense_simd.c"], "conv2d": ["conv2d_simd.c"],
+              "depthwise_conv2d": ["conv2d_simd.c", "depthwise_conv2d_simd.c"]}
+ALWAYS = ("common", "activation", "softmax")
+GLOBAL_POOLS = {"global_avgpool2d": "fm_global_avgpool2d_f32", "global_maxpool2d": "fm_global_maxpool2d_f32"}
 C_KEYWORDS = frozenset("""auto break case char const continue default do double else enum extern float for goto if
     inline int long register restrict return short signed sizeof static struct switch typedef union unsigned
     void volatile while _Bool _Complex _Imaginary""".split())
@@ -70,8 +78,9 @@ class Op:
     description: str               # the layer as the comment before its call describes it
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
-    activation: str = "linear"
-    window: tuple[int, ...] = ()   # fm_window's fields, in its order, for conv2d and maxpool2d
+    activation: ActivationSpec = ActivationSpec("linear")
+    window: tuple[int, ...] = ()   # fm_window's fields, in its order, for the ops that take an image
+    count_include_pad: bool = False
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # float32, the scalar kernels' layouts
 
     @property
@@ -85,6 +94,16 @@ class Op:
     @property
     def in_place(self) -> bool:
         return self.kind in ("batchnorm", "activation")
+
+    @property
+    def writes_below(self) -> int | None:
+        """For an op that may write just below its input, how far below its input's start its output must
+        start (see _pool_shift); None for the others."""
+        if self.kind in ("maxpool2d", "avgpool2d"):
+            return _pool_shift(self.window)
+        if self.kind in GLOBAL_POOLS:  # the kernels start every output before reading all of the input
+            return self.out_values
+        return None
 
 
 def export_c(weights: str | os.PathLike, folder: str | os.PathLike, name: str | None = None) -> tuple[Path, Path]:
@@ -122,33 +141,71 @@ def lower(model: spec.ModelSpec) -> list[Op]:
     ops = []
     for planned in model.layers:
         layer, params = planned.layer, planned.params
-        shapes = dict(name=layer.name, input_shape=tuple(planned.input_shape),
-                      output_shape=tuple(planned.output_shape))
-        act = activation_of(layer)
+        op = dict(name=layer.name, input_shape=tuple(planned.input_shape), output_shape=tuple(planned.output_shape),
+                  activation=activation_of(layer))
+        act = describe_activation(activation_of(layer))
         if isinstance(layer, Dense):
-            ops.append(Op("dense", description=f"dense, {layer.units} units, {act}", activation=act,
-                          arrays=_kernel_and_bias(params, layer.units), **shapes))
-        elif isinstance(layer, Conv2D):
-            (k_h, k_w), padding = layer.kernel_size, layer.padding
-            ops.append(Op("conv2d", description=f"conv2d {k_h}x{k_w}, {layer.filters} filters, strides "
-                          f"{layer.strides[0]}x{layer.strides[1]}, {padding}, {act}", activation=act,
-                          window=_window(planned, layer.kernel_size, layer.strides, padding),
-                          arrays=_kernel_and_bias(params, layer.filters), **shapes))
-        elif isinstance(layer, MaxPool2D):
+            ops.append(Op("dense", description=f"dense, {layer.units} units, {act}",
+                          arrays=_kernel_and_bias(params, layer.units), **op))
+        elif isinstance(layer, (Conv2D, DepthwiseConv2D)):
+            (k_h, k_w), (s_y, s_x) = layer.kernel_size, layer.strides
+            what = (f"conv2d {k_h}x{k_w}, {layer.filters} filters" if isinstance(layer, Conv2D) else
+                    f"depthwise_conv2d {k_h}x{k_w}, depth multiplier {layer.depth_multiplier}")
+            ops.append(Op(layer.type, description=f"{what}, strides {s_y}x{s_x}, padding {_padding(layer.padding)}, "
+                          f"{act}", window=_window(planned, layer.kernel_size, layer.strides, layer.padding),
+                          arrays=_kernel_and_bias(params, planned.output_shape[-1]), **op))
+        elif isinstance(layer, (MaxPool2D, AvgPool2D)):
             (p_h, p_w), (s_y, s_x) = layer.pool_size, layer.strides
-            ops.append(Op("maxpool2d", description=f"maxpool2d {p_h}x{p_w}, strides {s_y}x{s_x}, {layer.padding}",
-                          window=_window(planned, layer.pool_size, layer.strides, layer.padding), **shapes))
+            count = isinstance(layer, AvgPool2D) and layer.count_include_pad
+            ops.append(Op(layer.type, description=f"{layer.type} {p_h}x{p_w}, strides {s_y}x{s_x}, padding "
+                          f"{_padding(layer.padding)}" + (", padding counted" if count else ""),
+                          window=_window(planned, layer.pool_size, layer.strides, layer.padding),
+                          count_include_pad=count, **op))
+        elif isinstance(layer, (GlobalAvgPool2D, GlobalMaxPool2D)):
+            ops.append(Op(layer.type, description=layer.type, **op))
+        elif isinstance(layer, ZeroPad2D):
+            window = list(_window(planned, (1, 1), (1, 1), "valid"))
+            window[10], window[11] = layer.padding[0][0], layer.padding[1][0]
+            ops.append(Op("zeropad2d", description=f"zeropad2d {_padding(layer.padding)}", window=tuple(window), **op))
         elif isinstance(layer, BatchNorm):
             # folded as the engine folds it (_engine.Network): in float64, then rounded to float32
             scale = params["gamma"] / np.sqrt(params["moving_variance"].astype(np.float64) + layer.epsilon)
             shift = params["beta"] - params["moving_mean"] * scale
             ops.append(Op("batchnorm", description=f"batchnorm, epsilon {layer.epsilon:g}",
-                          arrays={"scale": scale.astype(np.float32), "shift": shift.astype(np.float32)}, **shapes))
+                          arrays={"scale": scale.astype(np.float32), "shift": shift.astype(np.float32)}, **op))
         elif isinstance(layer, Activation):
-            ops.append(Op("activation", description=f"activation {act}", activation=act, **shapes))
+            ops.append(Op("activation", description=f"activation {act}", **op))
         elif not isinstance(layer, (Flatten, Dropout)):
             raise ValueError(f"layer '{layer.name}': type {layer.type!r} has no C export")
     return ops
+
+
+def describe_activation(activation: ActivationSpec) -> str:
+    """relu, or relu(max_value=6.0): the name and the parameters that differ from their defaults."""
+    spelled = activation.to_json()
+    if isinstance(spelled, str):
+        return spelled
+    return activation.name + "(" + ", ".join(f"{k}={v}" for k, v in spelled.items() if k != "name") + ")"
+
+
+def _padding(padding) -> str:
+    return padding if isinstance(padding, str) else str([list(p) for p in padding])
+
+
+def c_activation(activation: ActivationSpec) -> str:
+    """The kernels' fm_activation for `activation`, as the engine fills it (_engine._activation_struct)."""
+    kind, alpha, beta, gamma = activation.name.upper(), 0.0, 0.0, 0.0
+    if activation.name == "relu":
+        alpha, beta = activation["negative_slope"], activation["threshold"]
+        gamma = np.inf if activation["max_value"] is None else activation["max_value"]
+    elif activation.name == "elu":
+        alpha = activation["alpha"]
+    elif activation.name == "hard_sigmoid":
+        alpha, beta = activation["alpha"], activation["beta"]
+    elif activation.name == "gelu" and activation["approximate"]:
+        kind = "GELU_TANH"
+    values = ", ".join("INFINITY" if np.isinf(v) else c_float(np.float32(v)) for v in (alpha, beta, gamma))
+    return f"{{FM_ACT_{kind}, {values}}}"
 
 
 def _image_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -156,11 +213,10 @@ def _image_shape(shape: tuple[int, ...]) -> tuple[int, int, int]:
     return tuple(shape) if len(shape) == 3 else (1, *shape) if len(shape) == 2 else (1, 1, shape[0])
 
 
-def _window(planned: spec.PlannedLayer, window: tuple[int, int], strides: tuple[int, int], padding: str):
+def _window(planned: spec.PlannedLayer, window: tuple[int, int], strides: tuple[int, int], padding):
     in_h, in_w, in_c = _image_shape(planned.input_shape)
     out_h, out_w, out_c = _image_shape(planned.output_shape)
-    pad_top = output_size(in_h, window[0], strides[0], padding)[1]
-    pad_left = output_size(in_w, window[1], strides[1], padding)[1]
+    (pad_top, _), (pad_left, _) = explicit_pads((in_h, in_w), window, strides, padding)
     return (in_h, in_w, in_c, out_h, out_w, out_c, *window, *strides, pad_top, pad_left)
 
 
@@ -211,7 +267,7 @@ def plan_memory(ops: list[Op]) -> MemoryPlan:
             buffer = placed
             continue
         inputs, outputs = placed
-        padded = max([_padded_values(op.window) for op in ops if op.kind == "conv2d"], default=0)
+        padded = max([_padded_values(op) for op in ops if op.kind in ("conv2d", "depthwise_conv2d")], default=0)
         active = max([_active_entries(op) for op in ops if op.kind in ("dense", "conv2d")], default=0)
         return MemoryPlan(buffer, inputs, outputs, padded, active)
     raise AssertionError("the memory plan did not converge")  # each retry grows the buffer; bounded by sum
@@ -239,8 +295,8 @@ def _options(op: Op, current: Region) -> list[tuple[Region, list[tuple[int, int]
     opposite to its input, then the same end."""
     m = op.out_values
     options = []
-    if op.kind == "maxpool2d":
-        below = Region(current.from_end, current.base - _pool_shift(op.window), m)
+    if op.writes_below is not None:
+        below = Region(current.from_end, current.base - op.writes_below, m)
         options.append((below, _inside(below)))
     low, high = Region(0, 0, m), Region(1, -m, m)
     low_option = (low, _inside(low) + [_before(low, current)])
@@ -285,10 +341,12 @@ def _pool_shift(window: tuple[int, ...]) -> int:
     return max(0, int((written_end - later_first_read).max()))
 
 
-def _padded_values(window: tuple[int, ...]) -> int:
-    """fm_conv2d_padded_h * fm_conv2d_padded_w * in_c (conv2d.c)."""
-    _, _, in_c, out_h, out_w, _, k_h, k_w, s_y, s_x, _, _ = window
-    return ((out_h - 1) * s_y + k_h) * ((out_w - 1) * s_x + k_w) * in_c
+def _padded_values(op: Op) -> int:
+    """fm_conv2d_padded_h * fm_conv2d_padded_w pixels (conv2d.c) of in_c values, or for depthwise of
+    fm_depthwise_channels(out_c) (depthwise_conv2d.h)."""
+    _, _, in_c, out_h, out_w, out_c, k_h, k_w, s_y, s_x, _, _ = op.window
+    channels = in_c if op.kind == "conv2d" else -(-out_c // DEPTHWISE_CHANNEL_ALIGN) * DEPTHWISE_CHANNEL_ALIGN
+    return ((out_h - 1) * s_y + k_h) * ((out_w - 1) * s_x + k_w) * channels
 
 
 def _active_entries(op: Op) -> int:
@@ -311,10 +369,9 @@ def kernel_text(ops: list[Op]) -> str:
     `static` (internal: two models can share a program), each .c file's macros undefined after it, its
     static helpers renamed where two files share a name. The files come whole, so a model leaves some of
     their functions unused, which is no reason for a warning."""
-    kinds = ["common", "activation", "softmax"] + [k for k in SCALAR_FILES if k not in
-                                                   ("common", "activation", "softmax") and any(op.kind == k for op in ops)]
-    scalar = [f for kind in kinds for f in SCALAR_FILES[kind]]
-    fast = [f for kind in kinds for f in FAST_FILES.get(kind, [])]
+    kinds = [*ALWAYS, *(k for k in SCALAR_FILES if k not in ALWAYS and any(op.kind == k for op in ops))]
+    scalar = list(dict.fromkeys(f for kind in kinds for f in SCALAR_FILES[kind]))
+    fast = list(dict.fromkeys(f for kind in kinds for f in FAST_FILES.get(kind, [])))
     blocks, seen_helpers = [], {}
     for files, allowed, fast_section in ((scalar, HEADERS_ALLOWED, False), (fast, FAST_HEADERS_ALLOWED, True)):
         emitted = set() if not fast_section else set(scalar)
@@ -401,57 +458,73 @@ def _identifier(layer_name: str) -> str:
 
 
 def weights_text(ops: list[Op]) -> str:
-    """Every op's arrays; dense and conv2d kernels once per path, packed for each fast path's panels."""
+    """Every op's arrays. Kernels once per path: dense and conv2d packed for each fast path's panel width,
+    depthwise packed once for both fast paths (its layout does not depend on the ISA), by the engine."""
     parts = []
     for op in ops:
         prefix = _identifier(op.name)
         for key, array in op.arrays.items():
-            what = f"{op.name}: {key} {tuple(op.arrays[key].shape) if key != 'bias' else ''}".rstrip()
-            if key != "kernel":
-                if key == "bias":
-                    what = f"{op.name}: bias, padded with zeros to a multiple of {BIAS_ALIGN}"
-                parts.append(c_array(f"{prefix}_{key}", array, what))
-                continue
-            pack = _engine.pack_dense if op.kind == "dense" else _engine.pack_conv2d
-            branches = []
-            for keyword_, (condition, isa, width) in zip(("#if", "#elif"), FAST_PATHS):
-                packed = pack(array, 2 * width)
-                branches.append(f"{keyword_} {condition}\n" + c_array(
-                    f"{prefix}_kernel", packed, f"{op.name}: kernel {array.shape}, packed for the {isa} fast path "
-                    f"in panels of {2 * width} outputs"))
-            branches.append("#else\n" + c_array(f"{prefix}_kernel", array, f"{op.name}: kernel {array.shape}"))
-            parts.append("".join(branches) + "#endif\n")
+            if key == "bias":
+                parts.append(c_array(f"{prefix}_bias", array, f"{op.name}: bias, zero-padded to a multiple of "
+                                     f"{BIAS_ALIGN}"))
+            elif key != "kernel":
+                parts.append(c_array(f"{prefix}_{key}", array, f"{op.name}: {key}"))
+            elif op.kind == "depthwise_conv2d":
+                parts.append("#ifdef FM_ISA_SUFFIX\n" + c_array(
+                    f"{prefix}_kernel", _engine.pack_depthwise(array), f"{op.name}: kernel {array.shape}, packed "
+                    f"for the fast paths: {DEPTHWISE_CHANNEL_ALIGN} channels a tap") +
+                    "#else\n" + c_array(f"{prefix}_kernel", array, f"{op.name}: kernel {array.shape}") + "#endif\n")
+            else:
+                pack = _engine.pack_dense if op.kind == "dense" else _engine.pack_conv2d
+                branches = [f"{keyword_} {condition}\n" + c_array(
+                    f"{prefix}_kernel", pack(array, 2 * width), f"{op.name}: kernel {array.shape}, packed for the "
+                    f"{isa} fast path in panels of {2 * width} outputs")
+                    for keyword_, (condition, isa, width) in zip(("#if", "#elif"), FAST_PATHS)]
+                branches.append("#else\n" + c_array(f"{prefix}_kernel", array, f"{op.name}: kernel {array.shape}"))
+                parts.append("".join(branches) + "#endif\n")
     return "\n".join(parts)
 
 
 def _call(op: Op, plan: MemoryPlan, index: int) -> str:
-    prefix, act = _identifier(op.name), ACTIVATION_ENUMS[op.activation]
-    x, y = f"values + {plan.inputs[index]}", f"values + {plan.outputs[index]}"
+    prefix = _identifier(op.name)
+    x, y, act = f"values + {plan.inputs[index]}", f"values + {plan.outputs[index]}", f"{prefix}_activation"
+    window, out_h = f"&{prefix}_window", op.window[3] if op.window else 0
+    weights = f"{prefix}_kernel, {prefix}_bias"
     if op.kind == "dense":
-        return (f"run_dense({y}, {x}, {prefix}_kernel, {prefix}_bias, {op.in_values}, {op.out_values}, {act}, "
-                "active);")
+        return f"run_dense({y}, {x}, {weights}, {op.in_values}, {op.out_values}, {act}, active);"
     if op.kind == "conv2d":
-        return f"run_conv2d({y}, {x}, {prefix}_kernel, {prefix}_bias, &{prefix}_window, {act}, padded, active);"
+        return f"run_conv2d({y}, {x}, {weights}, {window}, {act}, padded, active);"
+    if op.kind == "depthwise_conv2d":
+        return f"run_depthwise_conv2d({y}, {x}, {weights}, {window}, {act}, padded);"
     if op.kind == "maxpool2d":
-        return f"fm_maxpool2d_f32({y}, {x}, &{prefix}_window, 0, {op.window[3]});"
+        return f"fm_maxpool2d_f32({y}, {x}, {window}, 0, {out_h});"
+    if op.kind == "avgpool2d":
+        return f"fm_avgpool2d_f32({y}, {x}, {window}, {int(op.count_include_pad)}, 0, {out_h});"
+    if op.kind == "zeropad2d":
+        return f"fm_zeropad2d_f32({y}, {x}, {window}, 0, {out_h});"
     channels = _image_shape(op.output_shape)[2]
+    if op.kind in GLOBAL_POOLS:
+        return f"{GLOBAL_POOLS[op.kind]}({y}, {x}, {op.in_values // channels}, {channels}, 0, {channels});"
     positions = op.out_values // channels
     if op.kind == "batchnorm":
         return f"fm_batchnorm_f32({x}, {prefix}_scale, {prefix}_shift, {channels}, 0, {positions});"
-    if op.activation == "softmax":
+    if op.activation.name == "softmax":
         return f"run_softmax({x}, {positions}, {channels});"
-    return f"fm_activation_f32({x}, {op.out_values}, {act});"
+    return f"run_activation({x}, {op.out_values}, {act});"
 
 
-def _windows_text(ops: list[Op]) -> str:
+def _description_text(ops: list[Op]) -> str:
+    """Each op's window and activation, as the kernels take them."""
     lines = []
     for op in ops:
+        prefix = _identifier(op.name)
         if op.window:
-            fields = ", ".join(str(v) for v in op.window)
-            lines.append(f"static const fm_window {_identifier(op.name)}_window = {{{fields}}};")
-    if lines:
-        lines.insert(0, "/* in_h, in_w, in_c, out_h, out_w, out_c, k_h, k_w, stride_y, stride_x, pad_top, pad_left */")
-    return "\n".join(lines)
+            lines.append(f"static const fm_window {prefix}_window = {{{', '.join(str(v) for v in op.window)}}};")
+        if op.kind in ("dense", "conv2d", "depthwise_conv2d") or (op.kind == "activation" and
+                                                                   op.activation.name != "softmax"):
+            lines.append(f"static const fm_activation {prefix}_activation = {c_activation(op.activation)};")
+    return ("/* windows: in_h, in_w, in_c, out_h, out_w, out_c, k_h, k_w, stride_y, stride_x, pad_top, pad_left;\n"
+            " * activations: kind, alpha, beta, gamma (common.h) */\n" + "\n".join(lines))
 
 
 def header_text(name: str, model: spec.ModelSpec, ops: list[Op], plan: MemoryPlan, source: str) -> str:
@@ -500,10 +573,9 @@ def source_text(name: str, model: spec.ModelSpec, ops: list[Op], plan: MemoryPla
     last = plan.outputs[-1]
     uses = {op.kind for op in ops}
     wrappers = [_SOFTMAX_WRAPPER]
-    if "dense" in uses:
-        wrappers.append(_DENSE_WRAPPER)
-    if "conv2d" in uses:
-        wrappers.append(_CONV2D_WRAPPER)
+    if any(op.kind == "activation" and op.activation.name != "softmax" for op in ops):
+        wrappers.append(_ACTIVATION_WRAPPER)
+    wrappers += [text for kind, text in _WRAPPERS.items() if kind in uses]
     layer_list = "\n".join(f" *   {op.name}: {op.description} -> {op.output_shape}" for op in ops)
     return f"""/* {name}.c: the model {name} ({source}) as C, written by `fastmnist export-c`; see {name}.h.
  *
@@ -526,7 +598,7 @@ def source_text(name: str, model: spec.ModelSpec, ops: list[Op], plan: MemoryPla
 /* ---- the weights ---- */
 
 {weights_text(ops)}
-{_windows_text(ops)}
+{_description_text(ops)}
 
 /* ---- the forward pass ---- */
 
@@ -604,6 +676,16 @@ _SOFTMAX_WRAPPER = """static void run_softmax(float *x, size_t rows, size_t row_
 }
 """
 
+_ACTIVATION_WRAPPER = """static void run_activation(float *x, size_t count, fm_activation activation)
+{
+#ifdef FM_ISA_SUFFIX
+    FM_FN(fm_activation_f32)(x, count, activation);
+#else
+    fm_activation_f32(x, count, activation);
+#endif
+}
+"""
+
 _DENSE_WRAPPER = """static void run_dense(float *out, const float *in, const float *kernel, const float *bias, size_t in_dim,
                       size_t out_dim, fm_activation activation, uint32_t *active)
 {
@@ -613,7 +695,7 @@ _DENSE_WRAPPER = """static void run_dense(float *out, const float *in, const flo
     (void)active;
     fm_dense_f32(out, in, kernel, bias, 1, in_dim, out_dim, 0, out_dim, activation);
 #endif
-    if (activation == FM_ACTIVATION_SOFTMAX)
+    if (activation.kind == FM_ACT_SOFTMAX)
         run_softmax(out, 1, out_dim);
 }
 """
@@ -628,7 +710,24 @@ _CONV2D_WRAPPER = """static void run_conv2d(float *out, const float *in, const f
     (void)padded, (void)active;
     fm_conv2d_f32(out, in, kernel, bias, w, 0, w->out_h * w->out_w, activation);
 #endif
-    if (activation == FM_ACTIVATION_SOFTMAX)
+    if (activation.kind == FM_ACT_SOFTMAX)
         run_softmax(out, w->out_h * w->out_w, w->out_c);
 }
 """
+
+_DEPTHWISE_CONV2D_WRAPPER = """static void run_depthwise_conv2d(float *out, const float *in, const float *kernel, const float *bias,
+                                 const fm_window *w, fm_activation activation, float *padded)
+{
+#ifdef FM_ISA_SUFFIX
+    fm_depthwise_pad_f32(padded, in, w, 0, fm_conv2d_padded_h(w));
+    FM_FN(fm_depthwise_conv2d_f32)(out, padded, kernel, bias, w, 0, w->out_h, activation);
+#else
+    (void)padded;
+    fm_depthwise_conv2d_f32(out, in, kernel, bias, w, 0, w->out_h * w->out_w, activation);
+#endif
+    if (activation.kind == FM_ACT_SOFTMAX)
+        run_softmax(out, w->out_h * w->out_w, w->out_c);
+}
+"""
+
+_WRAPPERS = {"dense": _DENSE_WRAPPER, "conv2d": _CONV2D_WRAPPER, "depthwise_conv2d": _DEPTHWISE_CONV2D_WRAPPER}

@@ -26,7 +26,7 @@ import pytest
 import fastmnist
 from fastmnist import export_c
 from fastmnist.datasets import load_mnist
-from random_models import random_images, write_model
+from random_models import V2_LAYERS, random_images, write_model
 
 HERE = Path(__file__).parent
 HARNESS = HERE / "c" / "run_model.c"
@@ -56,6 +56,21 @@ EVERY_LAYER = [
     {"type": "activation", "name": "a3", "activation": "elu"},
     {"type": "dense", "name": "d2", "units": 10, "activation": "softmax"},
 ]
+ACTIVATIONS = [  # every activation of the format, fused and as layers, with parameters
+    {"type": "dense", "name": "d1", "units": 23,
+     "activation": {"name": "relu", "max_value": 6.0, "negative_slope": 0.1, "threshold": 0.05}},
+    {"type": "activation", "name": "a1", "activation": "selu"},
+    {"type": "dense", "name": "d2", "units": 19, "activation": "tanh"},
+    {"type": "activation", "name": "a2", "activation": "sigmoid"},
+    {"type": "dense", "name": "d3", "units": 21, "activation": {"name": "hard_sigmoid", "alpha": 0.25, "beta": 0.4}},
+    {"type": "activation", "name": "a3", "activation": "silu"},
+    {"type": "dense", "name": "d4", "units": 17, "activation": {"name": "gelu", "approximate": True}},
+    {"type": "activation", "name": "a4", "activation": "gelu"},
+    {"type": "dense", "name": "d5", "units": 13, "activation": "softplus"},
+    {"type": "activation", "name": "a5", "activation": {"name": "elu", "alpha": 0.5}},
+    {"type": "dense", "name": "logits", "units": 10, "activation": "softmax"},
+]
+SMALL_MODELS = ["every_layer", "v2_layers", "activations", "softmax_layer"]
 SOFTMAX_LAYER = [  # a flat input, and softmax as a layer of its own
     {"type": "dense", "name": "d", "units": 23, "activation": "relu"},
     {"type": "dense", "name": "logits", "units": 10},
@@ -86,6 +101,8 @@ def models(tmp_path_factory) -> dict[str, Path]:
     paths = {name: fastmnist.model.shipped_weights_dir() / f"{name}.npz" for name in fastmnist.shipped_models()}
     paths["every_layer"] = write_model(folder / "every_layer.npz", EVERY_LAYER, seed=3, input_range=(-1.0, 1.0))
     paths["softmax_layer"] = write_model(folder / "softmax_layer.npz", SOFTMAX_LAYER, input_shape=(784,), seed=4)
+    paths["v2_layers"] = write_model(folder / "v2_layers.npz", V2_LAYERS, seed=5)
+    paths["activations"] = write_model(folder / "activations.npz", ACTIVATIONS, input_shape=(784,), seed=6)
     return paths
 
 
@@ -220,7 +237,7 @@ HOST_BUILDS = [("gcc", "-O0"), ("gcc", "-O2"), ("gcc", "-O2 -march=native"), ("c
 
 
 @pytest.mark.parametrize("compiler,flags", HOST_BUILDS)
-@pytest.mark.parametrize("name", ["every_layer", "softmax_layer"])
+@pytest.mark.parametrize("name", SMALL_MODELS)
 def test_small_models_match_engine_on_host(exported, models, compiler, flags, name):
     build_and_check(exported, models, None, name, [tool(compiler)], flags.split(), output=f"{compiler}{flags}")
 
@@ -231,7 +248,7 @@ def test_shipped_models_match_engine_on_mnist(exported, models, digits, name, fl
     build_and_check(exported, models, digits[0], name, [tool("gcc")], flags.split(), output=f"gcc{flags}")
 
 
-@pytest.mark.parametrize("name", ["every_layer", "softmax_layer", "mlp300", "cnn"])
+@pytest.mark.parametrize("name", [*SMALL_MODELS, "mlp300", "cnn"])
 def test_aarch64_neon_matches_engine(exported, models, digits, name):
     compiler = tool("aarch64-linux-gnu-gcc")
     tool(QEMU_AARCH64[0])
@@ -241,7 +258,7 @@ def test_aarch64_neon_matches_engine(exported, models, digits, name):
                     [compiler], ["-O2"], runner=QEMU_AARCH64, output="aarch64", libraries=["-lm", "-static"])
 
 
-M4_MODELS = ["every_layer", "softmax_layer", "softmax", "mlp300", "mlp_bn_elu", "pca_mlp_bn_elu", "mlp1024"]
+M4_MODELS = [*SMALL_MODELS, "softmax", "mlp300", "mlp_bn_elu", "pca_mlp_bn_elu", "mlp1024"]
 
 
 def m4_sizes(program: Path) -> dict[str, int]:
@@ -359,7 +376,7 @@ def test_engine_neon_fast_paths_match_scalar_under_qemu(tmp_path):
     from the installed kernel sources as setup.py builds them for AArch64, on odd shapes and tile edges."""
     kernels = export_c.kernels_dir()
     sources = ["dense.c", "conv2d.c", "softmax.c", "activation.c", "dense_simd.c", "conv2d_simd.c",
-               "softmax_simd.c"]
+               "softmax_simd.c", "activation_simd.c"]
     program = tmp_path / "neon_kernels"
     command = [tool("aarch64-linux-gnu-gcc"), "-O3", "-std=gnu11", "-ffp-contract=fast", "-Wall", "-Wextra",
                "-Werror", "-I", str(kernels), "-DFM_ISA_SUFFIX=neon", "-DFM_VECTOR_WIDTH=4",

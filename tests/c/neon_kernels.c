@@ -1,11 +1,13 @@
 /* The engine's NEON fast paths against its scalar path, built from the same kernel sources for AArch64 and
  * run under qemu-aarch64 (tests/test_export_c.py): dense, conv2d and softmax on odd shapes and at the edges
  * of the fast paths' tiles (panels of 8 columns, groups of 6 panels, blocks of 6 rows, chunks of inputs,
- * patches of 3 x 2 pixels), with zero and -0 inputs for the zero skipping.
+ * patches of 3 x 2 pixels), with zero and -0 inputs for the zero skipping; and every activation of the
+ * element-wise fast path.
  *
  * Bounds, as in tests/test_kernels.py: a sum of K float32 terms is within gamma_K * sum |terms| of exact,
  * gamma_K = K u / (1 - K u), u = 2^-24, so two paths differ by at most twice that, plus a few ulps of the
- * result for ELU's expm1; softmax by twice (spread + 8 + row_len) u relative, spread being max - x.
+ * result for ELU's expm1; softmax by twice (spread + 8 + row_len) u relative, spread being max - x; an
+ * activation by twice the bound simd.h states for its vector form (the C library's is within it too).
  * Prints each failure; exits with 1 if there was one. */
 #include <math.h>
 #include <stdint.h>
@@ -13,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "activation.h"
 #include "conv2d.h"
 #include "dense.h"
 #include "softmax.h"
@@ -56,12 +59,16 @@ static void check(const char *what, const float *fast, const float *scalar, cons
     }
 }
 
-static const fm_activation ACTIVATIONS[] = {FM_ACTIVATION_LINEAR, FM_ACTIVATION_RELU, FM_ACTIVATION_ELU};
-static const char *const ACTIVATION_NAMES[] = {"linear", "relu", "elu"};
+/* the activations fused into dense and conv2d here: linear, plain relu, elu, and relu with every parameter */
+static const fm_activation ACTIVATIONS[] = {
+    {FM_ACT_LINEAR, 0.0f, 0.0f, 0.0f}, {FM_ACT_RELU, 0.0f, 0.0f, INFINITY}, {FM_ACT_ELU, 1.0f, 0.0f, 0.0f},
+    {FM_ACT_RELU, 0.25f, 0.125f, 0.5f}};
+static const char *const ACTIVATION_NAMES[] = {"linear", "relu", "elu", "relu(0.25, 0.125, 0.5)"};
+#define FUSED (sizeof ACTIVATIONS / sizeof ACTIVATIONS[0])
 
 static double activation_slack(float y, fm_activation activation)
 {
-    return 4 * U * fabs(y) + (activation == FM_ACTIVATION_ELU ? 1e-7 : 0.0);
+    return 4 * U * fabs(y) + (activation.kind == FM_ACT_ELU ? 1e-7 : 0.0);
 }
 
 static void test_dense(size_t rows, size_t in_dim, size_t out_dim, size_t col_begin, size_t col_end,
@@ -184,8 +191,50 @@ static void test_softmax(size_t rows, size_t row_len, float spread)
     free(fast), free(scalar), free(bound);
 }
 
+/* One activation on -100 .. 100 (past exp's underflow at -87), finely around 0 and +-2, each value's bound
+ * `relative` u of the result plus `absolute` (simd.h's figures), doubled; gelu's tanh form and hard_sigmoid
+ * have their own (tests/test_kernels.py). */
+static void test_activation(const char *name, fm_activation activation, double relative, double absolute)
+{
+    enum { COUNT = 4099 }; /* not a multiple of the vector width: a padded tail */
+    static float fast[COUNT], scalar[COUNT];
+    static double bound[COUNT];
+    for (int i = 0; i < COUNT; i++) {
+        const double t = (double)i / (COUNT - 1);
+        fast[i] = (float)(i % 3 == 0 ? 200.0 * t - 100.0 : i % 3 == 1 ? 4.0 * t - 2.0 : 2e-3 * t - 1e-3);
+    }
+    memcpy(scalar, fast, sizeof fast);
+    float x[COUNT];
+    memcpy(x, fast, sizeof fast);
+    fm_activation_f32__neon(fast, COUNT, activation);
+    fm_activation_f32(scalar, COUNT, activation);
+    for (int i = 0; i < COUNT; i++) {
+        double r = relative;
+        if (activation.kind == FM_ACT_GELU_TANH)
+            r = 11 + 4 * fabs(2 * sqrt(2 / 3.141592653589793) * (x[i] + 0.044715 * pow(x[i], 3)));
+        bound[i] = activation.kind == FM_ACT_HARD_SIGMOID
+                       ? 2 * 2 * U * (fabs(activation.alpha * x[i]) + fabs(activation.beta))
+                       : 2 * (r * U * fabs(scalar[i]) + absolute);
+    }
+    char what[64];
+    snprintf(what, sizeof what, "activation %s", name);
+    check(what, fast, scalar, bound, COUNT);
+}
+
 int main(void)
 {
+    test_activation("relu", ACTIVATIONS[1], 0, 0.0);
+    test_activation("relu with slope, threshold and cap", (fm_activation){FM_ACT_RELU, 0.25f, 0.5f, 4.0f}, 2, 0.0);
+    test_activation("elu 0.75", (fm_activation){FM_ACT_ELU, 0.75f, 0.0f, 0.0f}, 6, 0.0);
+    test_activation("selu", (fm_activation){FM_ACT_SELU, 0.0f, 0.0f, 0.0f}, 7, 0.0);
+    test_activation("tanh", (fm_activation){FM_ACT_TANH, 0.0f, 0.0f, 0.0f}, 10, 0.0);
+    test_activation("sigmoid", (fm_activation){FM_ACT_SIGMOID, 0.0f, 0.0f, 0.0f}, 9, 1e-37);
+    test_activation("hard_sigmoid", (fm_activation){FM_ACT_HARD_SIGMOID, 0.2f, 0.5f, 0.0f}, 0, 0.0);
+    test_activation("silu", (fm_activation){FM_ACT_SILU, 0.0f, 0.0f, 0.0f}, 10, 2e-36);
+    test_activation("gelu", (fm_activation){FM_ACT_GELU, 0.0f, 0.0f, 0.0f}, 24, 1e-36);
+    test_activation("gelu tanh", (fm_activation){FM_ACT_GELU_TANH, 0.0f, 0.0f, 0.0f}, 0, 1e-37);
+    test_activation("softplus", (fm_activation){FM_ACT_SOFTPLUS, 0.0f, 0.0f, 0.0f}, 12, 1e-37);
+
     /* rows: one (the single-row path), a block of 6 and a tail; columns: a panel, a group of 6 panels and
      * their edges; inputs: less than a vector, a tail, and enough for two chunks at 13 rows */
     static const size_t rows[] = {1, 2, 6, 7, 13};
@@ -194,7 +243,7 @@ int main(void)
     for (size_t r = 0; r < sizeof rows / sizeof rows[0]; r++)
         for (size_t k = 0; k < sizeof in_dims / sizeof in_dims[0]; k++)
             for (size_t o = 0; o < sizeof out_dims / sizeof out_dims[0]; o++)
-                test_dense(rows[r], in_dims[k], out_dims[o], 0, out_dims[o], (int)((r + k + o) % 3));
+                test_dense(rows[r], in_dims[k], out_dims[o], 0, out_dims[o], (int)((r + k + o) % FUSED));
     test_dense(13, 6000, 17, 0, 17, 1);      /* 13 rows: 5041 inputs a chunk, so two chunks */
     test_dense(1, 300, 100, PANEL, 56, 2);   /* a range of whole panels inside the columns */
     test_dense(7, 300, 100, 6 * PANEL, 100, 1); /* from the second group to the ragged end */
@@ -209,7 +258,7 @@ int main(void)
                 for (int same = 0; same < 2; same++) {
                     const size_t f = filters[(s + k + t + (size_t)same) % (sizeof filters / sizeof filters[0])];
                     test_conv2d(shapes[s][0], shapes[s][1], shapes[s][2], f, kernels[k][0], kernels[k][1],
-                                strides[t][0], strides[t][1], same, (int)((s + k + t) % 3));
+                                strides[t][0], strides[t][1], same, (int)((s + k + t) % FUSED));
                 }
 
     static const size_t row_lens[] = {1, 3, 4, 5, 7, 9, 10, 33};
