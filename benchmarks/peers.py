@@ -55,13 +55,24 @@ def keras_model_from_weights(weights: Path):
     lo, hi = described.input_range
     if (lo, hi) != (0.0, 1.0):
         layers.append(keras.layers.Rescaling(hi - lo, offset=lo))
-    layers += [getattr(keras.layers, KERAS_LAYERS[p.layer.type])(**dataclasses.asdict(p.layer))
+    layers += [getattr(keras.layers, KERAS_LAYERS[p.layer.type])(**_keras_arguments(p.layer))
                for p in described.layers]
     model = keras.Sequential(layers)
     for planned in described.layers:
         if planned.params:  # spec.parse keeps each layer's arrays in Keras' weight order
             model.get_layer(planned.layer.name).set_weights(list(planned.params.values()))
     return model
+
+
+def _keras_arguments(layer) -> dict:
+    """A layer's fields as Keras arguments; an activation by its name (those with parameters have none here)."""
+    arguments = {f.name: getattr(layer, f.name) for f in dataclasses.fields(layer)}
+    if "activation" in arguments:
+        spelling = arguments["activation"].to_json()
+        if not isinstance(spelling, str):
+            raise NotImplementedError(f"layer '{layer.name}': activation {spelling} has no Keras name")
+        arguments["activation"] = spelling
+    return arguments
 
 
 def peer_file(folder: Path, weights: Path, runtime: str) -> Path:

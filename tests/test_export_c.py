@@ -387,3 +387,18 @@ def test_engine_neon_fast_paths_match_scalar_under_qemu(tmp_path):
     tool(QEMU_AARCH64[0])
     result = subprocess.run([*QEMU_AARCH64, str(program)], capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     assert result.returncode == 0 and ", 0 failed" in result.stdout, result.stdout[-4000:] + result.stderr[-2000:]
+
+
+def test_header_serves_cpp(exported, tmp_path):
+    """A C++ program includes the header (extern "C") and links with the C object."""
+    folder = exported("softmax_layer")
+    main = tmp_path / "main.cpp"
+    main.write_text('#include "softmax_layer.h"\nint main() {\n    static const float image[784] = {};\n'
+                    "    float probabilities[SOFTMAX_LAYER_NUM_CLASSES];\n"
+                    "    return softmax_layer_predict(image, probabilities) < 0;\n}\n")
+    obj = tmp_path / "model.o"
+    subprocess.run([tool("gcc"), *WARNINGS, "-O2", "-c", str(folder / "softmax_layer.c"), "-o", str(obj)], check=True)
+    built = subprocess.run([tool("g++"), "-std=c++11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-I", str(folder),
+                            str(main), str(obj), "-o", str(tmp_path / "main"), "-lm"], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert subprocess.run([str(tmp_path / "main")]).returncode == 0
