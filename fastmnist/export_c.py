@@ -513,6 +513,20 @@ def _call(op: Op, plan: MemoryPlan, index: int) -> str:
     return f"run_activation({x}, {op.out_values}, {act});"
 
 
+def _wrapped(call: str, width: int = 110) -> str:
+    """A call as a statement of the forward pass, its arguments carried over to further lines past `width`."""
+    lines, line = [], "    "
+    for i, part in enumerate(call.split(", ")):
+        piece = part if i == 0 else " " + part
+        if len(line) + len(piece) + 1 > width and line.strip():
+            lines.append(line + ",")
+            line, piece = "        ", part
+        elif i > 0:
+            line += ","
+        line += piece
+    return "\n".join(lines + [line])
+
+
 def _description_text(ops: list[Op]) -> str:
     """Each op's window and activation, as the kernels take them."""
     lines = []
@@ -569,7 +583,7 @@ def source_text(name: str, model: spec.ModelSpec, ops: list[Op], plan: MemoryPla
         for i, (condition, isa, width) in enumerate(FAST_PATHS)) + "\n#endif"
     calls = []
     for index, op in enumerate(ops):
-        calls.append(f"    /* {op.name}: {op.description} -> {op.output_shape} */\n    {_call(op, plan, index)}")
+        calls.append(f"    /* {op.name}: {op.description} -> {op.output_shape} */\n{_wrapped(_call(op, plan, index))}")
     last = plan.outputs[-1]
     uses = {op.kind for op in ops}
     wrappers = [_SOFTMAX_WRAPPER]
@@ -621,8 +635,7 @@ static const float input_offset = {c_float(offset)}, input_scale = {c_float(scal
 static int forward(float probabilities[{upper}_NUM_CLASSES], float *values, float *padded, uint32_t *active)
 {{
     int best = 0;
-    (void)padded, (void)active;
-{chr(10).join(calls)}
+{_unused(ops)}{chr(10).join(calls)}
     for (int c = 0; c < {upper}_NUM_CLASSES; c++) {{
         probabilities[c] = values[{last} + c];
         if (!isfinite(probabilities[c]))
@@ -664,6 +677,13 @@ int {name}_predict_u8(const unsigned char image[784], float probabilities[{upper
     return forward(probabilities, static_values, static_values + VALUES, static_active);
 }}
 """
+
+
+def _unused(ops: list[Op]) -> str:
+    """The casts that say which of forward's scratch buffers this model's layers leave unused."""
+    uses = {"padded": ("conv2d", "depthwise_conv2d"), "active": ("dense", "conv2d")}
+    unused = [f"(void){name};" for name, kinds in uses.items() if not any(op.kind in kinds for op in ops)]
+    return f"    {' '.join(unused)} /* no layer here needs it */\n" if unused else ""
 
 
 _SOFTMAX_WRAPPER = """static void run_softmax(float *x, size_t rows, size_t row_len)

@@ -7,7 +7,7 @@ their source framework), every top class equal. The C runs the engine's own kern
 what differs is the path (the engine picks its widest, the C the scalar, AVX2 or NEON one) and the
 compiler's rounding choices (fused multiply-adds), each a few ulps per layer, far inside 1e-5.
 
-A missing compiler or emulator fails these tests: the packages are gcc, clang, gcc-aarch64-linux-gnu,
+A missing compiler or emulator fails these tests: the packages are gcc, g++, clang, gcc-aarch64-linux-gnu,
 qemu-user, gcc-arm-none-eabi, libnewlib-arm-none-eabi and qemu-system-arm.
 """
 
@@ -81,7 +81,7 @@ SOFTMAX_LAYER = [  # a flat input, and softmax as a layer of its own
 def tool(name: str) -> str:
     found = shutil.which(name)
     if found is None:
-        pytest.fail(f"{name} is not installed; the C export tests need gcc, clang, gcc-aarch64-linux-gnu, "
+        pytest.fail(f"{name} is not installed; the C export tests need gcc, g++, clang, gcc-aarch64-linux-gnu, "
                     "qemu-user, gcc-arm-none-eabi, libnewlib-arm-none-eabi and qemu-system-arm")
     return found
 
@@ -300,7 +300,8 @@ def test_generated_object_exports_only_its_api(exported):
     folder = exported("every_layer")
     obj = folder / "every_layer.o"
     subprocess.run([tool("gcc"), *WARNINGS, "-O2", "-c", str(folder / "every_layer.c"), "-o", str(obj)], check=True)
-    symbols = subprocess.run(["nm", "--defined-only", "-g", str(obj)], capture_output=True, text=True, check=True)
+    symbols = subprocess.run([tool("nm"), "--defined-only", "-g", str(obj)], capture_output=True, text=True,
+                             check=True)
     names = sorted(line.split()[-1] for line in symbols.stdout.splitlines())
     assert names == ["every_layer_predict", "every_layer_predict_r", "every_layer_predict_u8"]
 
