@@ -81,6 +81,7 @@ class Op:
     activation: ActivationSpec = ActivationSpec("linear")
     window: tuple[int, ...] = ()   # fm_window's fields, in its order, for the ops that take an image
     count_include_pad: bool = False
+    c_name: str = ""               # the prefix of its arrays in the C (c_names)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)  # float32, the scalar kernels' layouts
 
     @property
@@ -177,6 +178,7 @@ def lower(model: spec.ModelSpec) -> list[Op]:
             ops.append(Op("activation", description=f"activation {act}", **op))
         elif not isinstance(layer, (Flatten, Dropout)):
             raise ValueError(f"layer '{layer.name}': type {layer.type!r} has no C export")
+    c_names(ops)
     return ops
 
 
@@ -452,9 +454,14 @@ def c_array(name: str, values: np.ndarray, comment: str) -> str:
     return f"/* {comment} */\nstatic const float {name}[{len(items)}] = {{\n    {body}\n}};\n"
 
 
-def _identifier(layer_name: str) -> str:
-    """A layer name (letters, digits, '_', '.', '-') as a C identifier prefix."""
-    return "layer_" + re.sub(r"[^A-Za-z0-9_]", "_", layer_name)
+def c_names(ops: list[Op]) -> None:
+    """Gives each op its C prefix: layer_ and its name with '.' and '-' as '_', numbered where two names
+    would then be the same."""
+    taken = set()
+    for index, op in enumerate(ops):
+        name = "layer_" + re.sub(r"[^A-Za-z0-9_]", "_", op.name)
+        op.c_name = name if name not in taken else f"{name}_{index}"
+        taken.add(op.c_name)
 
 
 def weights_text(ops: list[Op]) -> str:
@@ -462,7 +469,7 @@ def weights_text(ops: list[Op]) -> str:
     depthwise packed once for both fast paths (its layout does not depend on the ISA), by the engine."""
     parts = []
     for op in ops:
-        prefix = _identifier(op.name)
+        prefix = op.c_name
         for key, array in op.arrays.items():
             if key == "bias":
                 parts.append(c_array(f"{prefix}_bias", array, f"{op.name}: bias, zero-padded to a multiple of "
@@ -486,7 +493,7 @@ def weights_text(ops: list[Op]) -> str:
 
 
 def _call(op: Op, plan: MemoryPlan, index: int) -> str:
-    prefix = _identifier(op.name)
+    prefix = op.c_name
     x, y, act = f"values + {plan.inputs[index]}", f"values + {plan.outputs[index]}", f"{prefix}_activation"
     window, out_h = f"&{prefix}_window", op.window[3] if op.window else 0
     weights = f"{prefix}_kernel, {prefix}_bias"
@@ -531,7 +538,7 @@ def _description_text(ops: list[Op]) -> str:
     """Each op's window and activation, as the kernels take them."""
     lines = []
     for op in ops:
-        prefix = _identifier(op.name)
+        prefix = op.c_name
         if op.window:
             lines.append(f"static const fm_window {prefix}_window = {{{', '.join(str(v) for v in op.window)}}};")
         if op.kind in ("dense", "conv2d", "depthwise_conv2d") or (op.kind == "activation" and

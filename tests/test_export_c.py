@@ -403,3 +403,12 @@ def test_header_serves_cpp(exported, tmp_path):
                             str(main), str(obj), "-o", str(tmp_path / "main"), "-lm"], capture_output=True, text=True)
     assert built.returncode == 0, built.stderr[-3000:]
     assert subprocess.run([str(tmp_path / "main")]).returncode == 0
+
+
+def test_layer_names_that_spell_alike_in_c_stay_apart(tmp_path):
+    """Layer names may hold '.' and '-', which C identifiers cannot: 'a.b' and 'a_b' must not collide."""
+    layers = [{"type": "dense", "name": "a.b", "units": 11, "activation": "relu"},
+              {"type": "dense", "name": "a_b", "units": 10, "activation": "softmax"}]
+    path = write_model(tmp_path / "alike.npz", layers, input_shape=(784,), seed=7)
+    _, source = export_c.export_c(path, tmp_path)
+    subprocess.run([tool("gcc"), *WARNINGS, "-c", str(source), "-o", str(tmp_path / "alike.o")], check=True)
