@@ -391,6 +391,30 @@ def model_input(images: np.ndarray, input_range, workdir) -> np.ndarray:
     return dict(engine.activations(images))["id"].astype(np.float64).reshape(len(images), -1)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("case", list(ACTIVATION_CASES))
+def test_activation_of_huge_values_matches_reference(tmp_path, isa, case):
+    """Pre-activations up to 1e30, whose squares and cubes overflow float32 (gelu's forms square x): every
+    activation stays finite and within its bound, as it must for weights that are large but finite."""
+    activation = ACTIVATION_CASES[case][0]
+    layers, input_shape = identity_layer("dense", activation)
+    layers = [*layers, {"type": "dense", "name": "head", "units": 10, "use_bias": False},
+              {"type": "activation", "name": "probabilities", "activation": "softmax"}]
+    arrays = random_arrays(layers, input_shape, np.random.default_rng(0))
+    arrays["f/kernel"] = np.eye(784, dtype=np.float32) * np.float32(1e30)
+    arrays["head/kernel"][:] = 0.0  # the probabilities stay finite whatever f's outputs are
+    path = tmp_path / "m.npz"
+    fastmnist.format.save(path, spec_for(layers, input_shape, input_range=(-1.0, 1.0)), arrays)
+    images = activation_inputs()
+    model = fastmnist.load(path, isa=isa, num_threads=1)
+    # the pre-activation is one float32 product (the other terms are exact zeros)
+    x = (model_input(images, (-1.0, 1.0), tmp_path).astype(np.float32) * np.float32(1e30)).astype(np.float64)
+    got = dict(model.activations(images))["f"].reshape(len(images), -1)
+    want = reference.activate(x, activation)
+    assert np.isfinite(got).all(), f"{case} {isa}: non-finite outputs"
+    check_within(got, want, activation_bound(x, activation, want), f"{case} of huge values {isa}")
+
+
 DEPTHWISE_CASES = [  # (in_c, depth_multiplier, kernel, strides, padding)
     (1, 1, (3, 3), (1, 1), "same"),
     (1, 3, (5, 5), (2, 2), "valid"),

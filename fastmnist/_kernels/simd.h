@@ -260,17 +260,19 @@ FM_ALWAYS_INLINE fm_vec fm_gelu(fm_vec v)
 {
     static const float r[11] = {1.0032894e-05f, 0.28180876f, 0.28565985f, 0.22125112f, 0.29328725f, -0.2716267f,
                                 0.7168215f, -1.00257f, 0.6658152f, -0.21996938f, 0.02951244f};
-    const fm_vec t = fm_abs(v) * fm_broadcast(0.707106781f);
+    /* beyond |x| = 20 Phi is 0 or 1 in float32; clamping keeps x^2 and its rounding error finite */
+    const fm_vec c = fm_max(fm_broadcast(-20.0f), fm_select(v > fm_broadcast(20.0f), fm_broadcast(20.0f), v));
+    const fm_vec t = fm_abs(c) * fm_broadcast(0.707106781f);
     const fm_vec s = fm_broadcast(1.0f) / fm_madd(fm_broadcast(1.0f), t, fm_broadcast(0.5f));
     fm_vec p = fm_broadcast(r[10]);
     for (int i = 9; i >= 0; i--)
         p = fm_madd(fm_broadcast(r[i]), p, s);
-    const fm_vec square = v * v;
-    const fm_vec square_error = fm_madd(-square, v, v); /* exact: x^2 = square + square_error */
+    const fm_vec square = c * c;
+    const fm_vec square_error = fm_madd(-square, c, c); /* exact: x^2 = square + square_error */
     const fm_vec half_square = fm_broadcast(0.5f) * square;
     const fm_vec gauss = fm_exp_nonpositive(-half_square) * fm_madd(fm_broadcast(1.0f), fm_broadcast(-0.5f), square_error);
     const fm_vec half_erfc = fm_broadcast(0.5f) * gauss * p;
-    return v * fm_select(v < (fm_vec){0}, half_erfc, fm_broadcast(1.0f) - half_erfc);
+    return v * fm_select(c < (fm_vec){0}, half_erfc, fm_broadcast(1.0f) - half_erfc);
 }
 
 /* One vector of `activation` (softmax and linear leave the values). */
