@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 import fastmnist
-from fastmnist import export_c
+from fastmnist import _export_c as export_c
 from fastmnist.datasets import load_mnist
 from peers import _tflite_bytes
 

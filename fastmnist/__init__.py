@@ -18,7 +18,7 @@ def __getattr__(name: str):
         from .export import export_keras
         return export_keras
     if name == "export_c":
-        from .export_c import export_c
+        from ._export_c import export_c
         return export_c
     if name == "load_mnist":
         from .datasets import load_mnist

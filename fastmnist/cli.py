@@ -137,7 +137,7 @@ def _export(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _export_c(args: argparse.Namespace, argv: list[str]) -> int:
-    from .export_c import export_c
+    from ._export_c import export_c
 
     header, source = export_c(args.weights, args.outdir, name=args.name)
     print(f"wrote {header} and {source}")

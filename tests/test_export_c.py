@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import fastmnist
-from fastmnist import export_c
+from fastmnist import _export_c as export_c
 from fastmnist.datasets import load_mnist
 from random_models import V2_LAYERS, random_images, write_model
 
@@ -412,3 +412,13 @@ def test_layer_names_that_spell_alike_in_c_stay_apart(tmp_path):
     path = write_model(tmp_path / "alike.npz", layers, input_shape=(784,), seed=7)
     _, source = export_c.export_c(path, tmp_path)
     subprocess.run([tool("gcc"), *WARNINGS, "-c", str(source), "-o", str(tmp_path / "alike.o")], check=True)
+
+
+def test_export_c_is_the_function_at_the_top_level(models, tmp_path):
+    """fastmnist.export_c stays the function once the module that holds it has been imported."""
+    first = fastmnist.export_c
+    import fastmnist._export_c  # noqa: F401
+
+    assert callable(first) and fastmnist.export_c is first
+    header, source = fastmnist.export_c(models["softmax"], tmp_path)
+    assert header.is_file() and source.is_file()
