@@ -9,8 +9,8 @@ from .errors import WeightsFormatError
 from .model import Model, load, shipped_models
 from .quantize import quantize  # the function, not its module (which holds the quantizer's helpers)
 
-__all__ = ["Model", "WeightsFormatError", "__version__", "config", "export_keras", "import_onnx", "load",
-           "load_mnist", "quantize", "shipped_models", "show_config"]
+__all__ = ["Model", "WeightsFormatError", "__version__", "config", "export_c", "export_keras", "import_onnx",
+           "load", "load_mnist", "quantize", "shipped_models", "show_config"]
 
 
 def __getattr__(name: str):
@@ -21,6 +21,9 @@ def __getattr__(name: str):
     if name == "import_onnx":
         from .onnx_import import import_onnx
         return import_onnx
+    if name == "export_c":
+        from ._export_c import export_c
+        return export_c
     if name == "load_mnist":
         from .datasets import load_mnist
         return load_mnist

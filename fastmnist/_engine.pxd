@@ -43,6 +43,20 @@ cdef extern from "_kernels/dispatch.h":
         void (*depthwise_pack)(float *packed, const float *kernel, const fm_window *w) noexcept nogil
     const fm_kernels *fm_kernels_for(fm_isa isa) noexcept nogil
 
+cdef extern from "_kernels/dense.h":
+    size_t fm_dense_packed_size_for_width(size_t in_dim, size_t out_dim, size_t panel_width) noexcept nogil
+    void fm_dense_pack_f32_for_width(float *packed, const float *kernel, size_t in_dim, size_t out_dim,
+                                     size_t panel_width) noexcept nogil
+
+cdef extern from "_kernels/conv2d.h":
+    size_t fm_conv2d_packed_size_for_width(const fm_window *w, size_t panel_width) noexcept nogil
+    void fm_conv2d_pack_f32_for_width(float *packed, const float *kernel, const fm_window *w,
+                                      size_t panel_width) noexcept nogil
+
+cdef extern from "_kernels/depthwise_conv2d.h":
+    size_t fm_depthwise_packed_size(const fm_window *w) noexcept nogil
+    void fm_depthwise_pack_f32(float *packed, const float *kernel, const fm_window *w) noexcept nogil
+
 cdef extern from "_kernels/network.h":
     ctypedef enum fm_op_kind:
         FM_OP_DENSE

@@ -294,6 +294,35 @@ cdef class Network:
         return outputs
 
 
+def pack_dense(kernel, size_t panel_width) -> np.ndarray:
+    """A dense kernel (in_dim, out_dim) packed for a fast path of `panel_width` columns per panel, by the
+    engine's own packing (dense.h): flat float32. For writing a fast path's weights elsewhere (export_c)."""
+    cdef cnp.ndarray k = np.ascontiguousarray(kernel, dtype=np.float32)
+    if k.ndim != 2 or panel_width < 1:
+        raise ValueError(f"pack_dense: kernel shape {np.shape(kernel)} and panel width {panel_width}, "
+                         "expected (in_dim, out_dim) and at least 1")
+    cdef size_t in_dim = k.shape[0], out_dim = k.shape[1]
+    cdef cnp.ndarray packed = np.empty(fm_dense_packed_size_for_width(in_dim, out_dim, panel_width), np.float32)
+    fm_dense_pack_f32_for_width(<float *>cnp.PyArray_DATA(packed), <const float *>cnp.PyArray_DATA(k), in_dim,
+                                out_dim, panel_width)
+    return packed
+
+
+def pack_conv2d(kernel, size_t panel_width) -> np.ndarray:
+    """A conv2d kernel (k_h, k_w, in_c, out_c) packed for a fast path of `panel_width` output channels per
+    panel, by the engine's own packing (conv2d.h): flat float32."""
+    cdef cnp.ndarray k = np.ascontiguousarray(kernel, dtype=np.float32)
+    if k.ndim != 4 or panel_width < 1:
+        raise ValueError(f"pack_conv2d: kernel shape {np.shape(kernel)} and panel width {panel_width}, "
+                         "expected (k_h, k_w, in_c, out_c) and at least 1")
+    cdef fm_window w
+    w.k_h, w.k_w, w.in_c, w.out_c = k.shape[0], k.shape[1], k.shape[2], k.shape[3]
+    cdef cnp.ndarray packed = np.empty(fm_conv2d_packed_size_for_width(&w, panel_width), np.float32)
+    fm_conv2d_pack_f32_for_width(<float *>cnp.PyArray_DATA(packed), <const float *>cnp.PyArray_DATA(k), &w,
+                                 panel_width)
+    return packed
+
+
 cdef _set_window(fm_window *w, window, strides, padding):
     """The window, strides and the pads before the input (those after follow from the output size)."""
     w.k_h, w.k_w = window
@@ -316,6 +345,19 @@ cdef fm_activation _activation_struct(activation):
     elif activation.name == "gelu" and activation["approximate"]:
         a.kind = FM_ACT_GELU_TANH
     return a
+
+
+def pack_depthwise(kernel) -> np.ndarray:
+    """A depthwise kernel (k_h, k_w, in_c, depth_multiplier) packed as the fast paths read it, by the
+    engine's own packing (depthwise_conv2d.h; the same for every ISA): flat float32."""
+    cdef cnp.ndarray k = np.ascontiguousarray(kernel, dtype=np.float32)
+    if k.ndim != 4:
+        raise ValueError(f"pack_depthwise: kernel shape {np.shape(kernel)}, expected (k_h, k_w, in_c, multiplier)")
+    cdef fm_window w
+    w.k_h, w.k_w, w.in_c, w.out_c = k.shape[0], k.shape[1], k.shape[2], k.shape[2] * k.shape[3]
+    cdef cnp.ndarray packed = np.empty(fm_depthwise_packed_size(&w), np.float32)
+    fm_depthwise_pack_f32(<float *>cnp.PyArray_DATA(packed), <const float *>cnp.PyArray_DATA(k), &w)
+    return packed
 
 
 def _check_shapes_chain(model) -> None:

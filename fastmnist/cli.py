@@ -1,4 +1,4 @@
-"""The ``fastmnist`` command: train, export, import, eval, predict, gui, info.
+"""The ``fastmnist`` command: train, export, import, export-c, quantize, eval, predict, gui, info.
 
 Each subcommand imports what it needs when it runs, so ``eval``/``predict`` never load TensorFlow and
 ``--help`` is instant. Expected failures (a bad file, missing data, an optional package that is not
@@ -93,6 +93,16 @@ def _parser() -> argparse.ArgumentParser:
     onnx_import.add_argument("--data", metavar="DIR", help="folder with the four MNIST IDX files")
     onnx_import.set_defaults(run=_import)
 
+    export_c = commands.add_parser(
+        "export-c", help="write a model as C source (NAME.h, NAME.c) for programs without Python",
+        description="Write the model as a C99 header and source with the engine's own kernels and the weights "
+        "as constant arrays: no allocation, no I/O, AVX2 and NEON fast paths where the compiler targets them.")
+    export_c.add_argument("weights", metavar="WEIGHTS", help="a weights file or a shipped model name")
+    export_c.add_argument("outdir", metavar="OUTDIR", help="folder to write NAME.h and NAME.c into")
+    export_c.add_argument("--name", help="the C name: file names and function prefix (default: the weights "
+                          "file's name without .npz)")
+    export_c.set_defaults(run=_export_c)
+
     evaluate = commands.add_parser(
         "eval", help="accuracy and confusion matrix on the MNIST test set",
         description="Classify the 10,000 MNIST test images with the engine (no TensorFlow) and print the "
@@ -172,6 +182,14 @@ def _import(args: argparse.Namespace, argv: list[str]) -> int:
     accuracy = float(np.mean(model.predict(x_test) == y_test))
     print(f"imported to {path} ({model.metadata['output']}; parity with the independent executor checked on "
           f"{len(x_test)} test images); test accuracy {accuracy:.2%}")
+    return 0
+
+
+def _export_c(args: argparse.Namespace, argv: list[str]) -> int:
+    from ._export_c import export_c
+
+    header, source = export_c(args.weights, args.outdir, name=args.name)
+    print(f"wrote {header} and {source}")
     return 0
 
 

@@ -12,8 +12,8 @@ void FM_FN(fm_activation_f32)(float *x, size_t count, fm_activation activation)
         fm_store(x + i, fm_activate(fm_load(x + i), activation));
     if (i < count) {
         float part[FM_VECTOR_WIDTH] = {0};
-        memcpy(part, x + i, (count - i) * sizeof(float));
+        fm_memcpy(part, x + i, (count - i) * sizeof(float));
         fm_store(part, fm_activate(fm_load(part), activation));
-        memcpy(x + i, part, (count - i) * sizeof(float));
+        fm_memcpy(x + i, part, (count - i) * sizeof(float));
     }
 }

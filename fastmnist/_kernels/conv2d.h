@@ -18,6 +18,12 @@ size_t fm_conv2d_padded_w(const fm_window *w);
 /* Writes padded rows [row_begin, row_end) (so a team of threads can share the work). */
 void fm_conv2d_pad_f32(float *padded, const float *in, const fm_window *w, size_t row_begin, size_t row_end);
 
+/* The fast paths' packed kernel, for any panel width (the engine packs for the fast path it runs, the C
+ * exporter for each fast path it writes): packed[panel][k_y][k_x][in_c][j] =
+ * kernel[k_y][k_x][in_c][panel * panel_width + j], zero past out_c. */
+size_t fm_conv2d_packed_size_for_width(const fm_window *w, size_t panel_width);
+void fm_conv2d_pack_f32_for_width(float *packed, const float *kernel, const fm_window *w, size_t panel_width);
+
 /* Fast paths compute output rows [row_begin, row_end) from the padded input, a kernel packed once at load by
  * the matching pack function (panels of output channels, zero-padded) and a bias padded to whole panels.
  * They skip the taps whose inputs are zero for a whole patch of pixels, listing the others in `active`:

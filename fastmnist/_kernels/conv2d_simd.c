@@ -10,22 +10,11 @@
 #define PATCH_H 3
 #define PATCH_W 2
 
-size_t FM_FN(fm_conv2d_packed_size)(const fm_window *w)
-{
-    return (w->out_c + FM_NR - 1) / FM_NR * FM_NR * w->k_h * w->k_w * w->in_c;
-}
+size_t FM_FN(fm_conv2d_packed_size)(const fm_window *w) { return fm_conv2d_packed_size_for_width(w, FM_NR); }
 
-/* packed[panel][k_y][k_x][in_c][j] = kernel[k_y][k_x][in_c][panel * FM_NR + j], zero past out_c. */
 void FM_FN(fm_conv2d_pack_f32)(float *packed, const float *kernel, const fm_window *w)
 {
-    const size_t panels = (w->out_c + FM_NR - 1) / FM_NR;
-    const size_t taps = w->k_h * w->k_w * w->in_c;
-    for (size_t panel = 0; panel < panels; panel++)
-        for (size_t t = 0; t < taps; t++)
-            for (size_t j = 0; j < FM_NR; j++) {
-                const size_t out_c = panel * FM_NR + j;
-                packed[(panel * taps + t) * FM_NR + j] = out_c < w->out_c ? kernel[t * w->out_c + out_c] : 0.0f;
-            }
+    fm_conv2d_pack_f32_for_width(packed, kernel, w, FM_NR);
 }
 
 /* Lists the taps where some of the `pixels` windows is nonzero: their offsets in a window in `offsets` and

@@ -20,6 +20,31 @@ void fm_dense_f32(float *out, const float *in, const float *kernel, const float 
  * fm_dense_active_size(rows, in_dim) entries, private to the calling thread. */
 #define FM_DENSE_BLOCK_ROWS 6
 
+/* The packed layout, for any panel width: the engine packs for the fast path it runs, the C exporter for
+ * each fast path it writes. Panels of `panel_width` columns, the last zero-padded, in groups of
+ * FM_DENSE_GROUP_PANELS neighbouring panels; a group stores row k of all its panels side by side. */
+#define FM_DENSE_GROUP_PANELS 6
+
+static inline size_t fm_dense_padded_columns(size_t out_dim, size_t panel_width)
+{
+    return (out_dim + panel_width - 1) / panel_width * panel_width;
+}
+
+/* Where row 0 of the panel that starts at column `col` (a multiple of panel_width) lies in the packed
+ * weights, and in `stride` the distance between its rows: the width of its group, narrower at the right. */
+static inline size_t fm_dense_panel_offset(size_t in_dim, size_t out_dim, size_t col, size_t panel_width,
+                                           size_t *stride)
+{
+    const size_t group = FM_DENSE_GROUP_PANELS * panel_width, group_first = col / group * group;
+    const size_t rest = fm_dense_padded_columns(out_dim, panel_width) - group_first;
+    *stride = rest < group ? rest : group;
+    return group_first * in_dim + (col - group_first);
+}
+
+size_t fm_dense_packed_size_for_width(size_t in_dim, size_t out_dim, size_t panel_width);
+void fm_dense_pack_f32_for_width(float *packed, const float *kernel, size_t in_dim, size_t out_dim,
+                                 size_t panel_width);
+
 static inline size_t fm_dense_active_size(size_t rows, size_t in_dim)
 {
     return (rows + FM_DENSE_BLOCK_ROWS - 1) / FM_DENSE_BLOCK_ROWS * (in_dim + 1);

@@ -22,35 +22,26 @@
 #define JOINED_ROWS MAX_ROWS
 #define WITH_ROWS FM_WITH_CONSTANT_1_TO_6
 #endif
-#define GROUP_PANELS 6               /* 1 row x 6 panels x 2 vectors: 12 accumulators as well */
+#define GROUP_PANELS FM_DENSE_GROUP_PANELS /* 1 row x 6 panels x 2 vectors: 12 accumulators as well */
 #define GROUP (GROUP_PANELS * FM_NR)
 #define PREFETCH_AHEAD 16            /* listed rows: about 0.2 us of work ahead, the latency of memory */
 #define CHUNK_VALUES (64 * 1024)     /* inputs of all rows per chunk: 256 KB, which stays in L2 */
 
 size_t FM_FN(fm_dense_panel_width)(void) { return FM_NR; }
 
-static size_t padded_columns(size_t out_dim) { return (out_dim + FM_NR - 1) / FM_NR * FM_NR; }
+size_t FM_FN(fm_dense_packed_size)(size_t in_dim, size_t out_dim)
+{
+    return fm_dense_packed_size_for_width(in_dim, out_dim, FM_NR);
+}
 
-size_t FM_FN(fm_dense_packed_size)(size_t in_dim, size_t out_dim) { return padded_columns(out_dim) * in_dim; }
-
-/* The packed weights at row 0 of the panel that starts at column `col` (a multiple of FM_NR), and in
- * `stride` the distance between its rows: the width of its group, which is narrower at the right edge. */
 static const float *panel_at(const float *packed, size_t in_dim, size_t out_dim, size_t col, size_t *stride)
 {
-    const size_t group_first = col / GROUP * GROUP, rest = padded_columns(out_dim) - group_first;
-    *stride = rest < GROUP ? rest : GROUP;
-    return packed + group_first * in_dim + (col - group_first);
+    return packed + fm_dense_panel_offset(in_dim, out_dim, col, FM_NR, stride);
 }
 
 void FM_FN(fm_dense_pack_f32)(float *packed, const float *kernel, size_t in_dim, size_t out_dim)
 {
-    for (size_t col = 0; col < padded_columns(out_dim); col += FM_NR) {
-        size_t stride;
-        float *panel = packed + (panel_at(packed, in_dim, out_dim, col, &stride) - packed);
-        for (size_t k = 0; k < in_dim; k++)
-            for (size_t j = 0; j < FM_NR; j++)
-                panel[k * stride + j] = col + j < out_dim ? kernel[k * out_dim + col + j] : 0.0f;
-    }
+    fm_dense_pack_f32_for_width(packed, kernel, in_dim, out_dim, FM_NR);
 }
 
 /* Writes the k where some of `rows` rows of `in` is nonzero to `active`; returns how many. A vector of
@@ -86,7 +77,7 @@ FM_ALWAYS_INLINE void load_sums(fm_vec acc[2], const float *out, const float *bi
         return;
     }
     float sums[FM_NR] = {0};
-    memcpy(sums, from, count * sizeof(float));
+    fm_memcpy(sums, from, count * sizeof(float));
     acc[0] = fm_load(sums);
     acc[1] = fm_load(sums + FM_VECTOR_WIDTH);
 }

@@ -1,7 +1,5 @@
 #include "depthwise_conv2d.h"
 
-#include <string.h>
-
 #include "activation.h"
 #include "conv2d.h"
 
@@ -47,7 +45,8 @@ void fm_depthwise_pad_f32(float *padded, const float *in, const fm_window *w, si
         for (size_t x = 0; x < padded_w; x++) {
             float *pixel = padded + (y * padded_w + x) * channels;
             const ptrdiff_t in_x = (ptrdiff_t)x - (ptrdiff_t)w->pad_left;
-            memset(pixel, 0, channels * sizeof(float));
+            for (size_t c = 0; c < channels; c++) /* a loop, not memset: no <string.h> in the kernels */
+                pixel[c] = 0.0f;
             if (in_y < 0 || in_y >= (ptrdiff_t)w->in_h || in_x < 0 || in_x >= (ptrdiff_t)w->in_w)
                 continue;
             const float *v = in + ((size_t)in_y * w->in_w + (size_t)in_x) * w->in_c;

@@ -5,7 +5,6 @@
 #define FM_SIMD_H
 
 #include <stdint.h>
-#include <string.h>
 
 #if defined(__AVX__) || defined(__AVX512F__)
 #include <immintrin.h>
@@ -24,6 +23,10 @@
 #define FM_FN(name) FM_CONCAT(name, FM_ISA_SUFFIX) /* fm_dense_f32 -> fm_dense_f32__avx2 */
 
 #define FM_ALWAYS_INLINE static inline __attribute__((always_inline))
+
+/* The compiler's own memcpy, which needs no <string.h>: the C that the exporter writes includes no header
+ * beyond <math.h>, <stddef.h> and <stdint.h> (and an ISA's intrinsics in its fast path). */
+#define fm_memcpy __builtin_memcpy
 
 typedef float fm_vec __attribute__((vector_size(FM_VECTOR_WIDTH * 4)));
 typedef int fm_ivec __attribute__((vector_size(FM_VECTOR_WIDTH * 4)));
@@ -59,11 +62,11 @@ typedef int fm_ivec __attribute__((vector_size(FM_VECTOR_WIDTH * 4)));
 FM_ALWAYS_INLINE fm_vec fm_load(const float *p)
 {
     fm_vec v;
-    memcpy(&v, p, sizeof v); /* an unaligned load */
+    fm_memcpy(&v, p, sizeof v); /* an unaligned load */
     return v;
 }
 
-FM_ALWAYS_INLINE void fm_store(float *p, fm_vec v) { memcpy(p, &v, sizeof v); }
+FM_ALWAYS_INLINE void fm_store(float *p, fm_vec v) { fm_memcpy(p, &v, sizeof v); }
 
 /* acc + a * b with one rounding where the ISA has a fused multiply-add. Spelt out rather than left to
  * -ffp-contract, because compilers tuned for some CPUs split accumulation chains into a multiply and an add:
@@ -86,7 +89,7 @@ FM_ALWAYS_INLINE fm_vec fm_madd(fm_vec acc, fm_vec a, fm_vec b)
 FM_ALWAYS_INLINE fm_ivec fm_load_bits(const float *p)
 {
     fm_ivec v;
-    memcpy(&v, p, sizeof v);
+    fm_memcpy(&v, p, sizeof v);
     return v;
 }
 
@@ -121,7 +124,7 @@ FM_ALWAYS_INLINE size_t fm_append_lanes(uint32_t *list, size_t count, unsigned l
     for (unsigned nibble = 0; nibble < FM_VECTOR_WIDTH; nibble += 4) {
         const unsigned bits = (lanes >> nibble) & 15;
         const fm_u32x4 entries = set_lanes[bits] + (base + nibble);
-        memcpy(list + count, &entries, sizeof entries);
+        fm_memcpy(list + count, &entries, sizeof entries);
         count += set_count[bits];
     }
     return count;
@@ -333,7 +336,7 @@ FM_ALWAYS_INLINE void fm_store_activated(float *y, fm_vec lo, fm_vec hi, size_t 
         float tmp[FM_NR];
         fm_store(tmp, lo);
         fm_store(tmp + FM_VECTOR_WIDTH, hi);
-        memcpy(y, tmp, count * sizeof(float));
+        fm_memcpy(y, tmp, count * sizeof(float));
     }
 }
 

@@ -14,9 +14,9 @@ static void exp_nonpositive(float *x, size_t count)
         fm_store(x + i, fm_exp_nonpositive(fm_load(x + i)));
     if (i < count) {
         float part[FM_VECTOR_WIDTH] = {0};
-        memcpy(part, x + i, (count - i) * sizeof(float));
+        fm_memcpy(part, x + i, (count - i) * sizeof(float));
         fm_store(part, fm_exp_nonpositive(fm_load(part)));
-        memcpy(x + i, part, (count - i) * sizeof(float));
+        fm_memcpy(x + i, part, (count - i) * sizeof(float));
     }
 }
 
