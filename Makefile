@@ -15,6 +15,10 @@ NO_COMPILER_PATH := $(CURDIR)/build/no-compiler-bin
 QT_TEST_LIBS := libgl1 libegl1 libfontconfig1 libdbus-1-3 libglib2.0-0 libxkbcommon0
 QT_APP_LIBS := $(QT_TEST_LIBS) libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 \
 	libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xkb1 libx11-xcb1
+# The compilers and emulators the C tests use: the generated C on gcc and clang, on AArch64 under qemu-user
+# (NEON, dotprod, i8mm) and on a Cortex-M4 board under qemu-system-arm; the engine's NEON paths the same way.
+C_TEST_TOOLS := gcc g++ clang binutils gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user gcc-arm-none-eabi \
+	libnewlib-arm-none-eabi qemu-system-arm
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # What the tests need besides the package: every optional extra, and PyTorch (its CPU build) with onnxscript
 # for the test that exports fresh models with both of torch's ONNX exporters.
@@ -31,7 +35,7 @@ $(PYTHON):
 define system_packages
 	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ] && command -v apt-get >/dev/null; then \
-		echo "installing system libraries for Qt: $$missing"; \
+		echo "installing system packages: $$missing"; \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 endef
@@ -42,7 +46,7 @@ app: $(PYTHON)
 	$(VENV)/bin/fastmnist gui
 
 test: $(PYTHON)
-	$(call system_packages,$(QT_TEST_LIBS))
+	$(call system_packages,$(QT_TEST_LIBS) $(C_TEST_TOOLS))
 	$(PYTHON) -m pip install --quiet '.[$(TEST_EXTRAS)]' $(TEST_TORCH)
 	cd tests && ../$(VENV)/bin/pytest -p no:cacheprovider; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$status
@@ -69,7 +73,7 @@ wheel: $(PYTHON)
 # that no compiler could be found even if something tried. Then the test suite runs against the installed
 # wheel, as `make test` runs it against a source install.
 wheel-test: wheel
-	$(call system_packages,$(QT_TEST_LIBS))
+	$(call system_packages,$(QT_TEST_LIBS) $(C_TEST_TOOLS))
 	rm -rf $(WHEEL_VENV) $(NO_COMPILER_PATH)
 	python3 -m venv $(WHEEL_VENV)
 	mkdir -p $(NO_COMPILER_PATH) && ln -s "$(CURDIR)/$(WHEEL_VENV)/bin/python" $(NO_COMPILER_PATH)/python3
