@@ -90,7 +90,7 @@ def tool(name: str) -> str:
 @pytest.fixture(scope="module")
 def digits() -> tuple[np.ndarray, np.ndarray]:
     """(MNIST_DIGITS, 28, 28) uint8 test digits and their labels."""
-    shared = HERE.parents[1].parent / "shared" / "data" / "mnist"
+    shared = HERE.parents[1] / "shared" / "data" / "mnist"  # beside the checkout
     _, (x_test, y_test) = load_mnist(os.environ.get("FASTMNIST_DATA") or (shared if shared.is_dir() else None))
     return x_test[:MNIST_DIGITS], y_test[:MNIST_DIGITS]
 
