@@ -7,6 +7,9 @@ targets AVX2+FMA or NEON, the engine's fast paths for them run instead, on weigh
 engine's own packing. No allocation, no I/O, and no header beyond <math.h>, <stddef.h> and <stdint.h>
 (and an ISA's intrinsics inside its fast path).
 
+An int8 model (`precision` "int8") is written by _export_c_int8 from the engine's scalar int8 kernels, on the
+same memory plan and header API.
+
 The work buffer holds the layers' outputs in turn (its memory plan, `plan_memory`): a layer writes at the
 end of the buffer opposite to its input, batchnorm and activations work in place, and a pooling layer
 writes just below its input, as close as its kernel's order of reads allows.
@@ -66,6 +69,8 @@ _FAST_DECLARATIONS = re.compile(r"FM_DECLARE_\w+\(\w+\)\s*$")
 # return type and names an fm_ function, directly or through FM_FN.
 _EXTERNAL_FUNCTION = re.compile(r"(?!static\b|typedef\b|extern\b|FM_ALWAYS_INLINE\b)[A-Za-z_][\w\s*]*?"
                                 r"\b(?:fm_\w+|FM_FN\(\w+\))\s*\(")
+# A fast path's own declaration (its ISA after a double underscore), written out rather than by FM_DECLARE_*
+_FAST_DECLARATION = re.compile(r"[A-Za-z_][\w\s*]*?\bfm_\w+__\w+\s*\(")
 _STATIC_FUNCTION = re.compile(r"(?:static|FM_ALWAYS_INLINE)\b[\w\s*]*?\b(\w+)\s*\(", re.MULTILINE)
 _MACRO = re.compile(r"\s*#\s*define\s+(\w+)", re.MULTILINE)
 
@@ -82,7 +87,9 @@ class Op:
     window: tuple[int, ...] = ()   # fm_window's fields, in its order, for the ops that take an image
     count_include_pad: bool = False
     c_name: str = ""               # the prefix of its arrays in the C (c_names)
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # float32, the scalar kernels' layouts
+    # int8 dense and conv2d: (input zero point, (output zero point, clamp low) or None for the float logits)
+    quantization: tuple = ()
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # float32 (int8 models: theirs), scalar layouts
 
     @property
     def in_values(self) -> int:
@@ -120,12 +127,21 @@ def export_c(weights: str | os.PathLike, folder: str | os.PathLike, name: str | 
     check_name(name)
     raw, arrays = format.read(path)
     model = spec.parse(raw, arrays, str(path))
-    ops = lower(model)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     header, source = folder / f"{name}.h", folder / f"{name}.c"
+    if model.precision == "int8":
+        from ._export_c_int8 import int8_source_text, lower_int8
+
+        ops = lower_int8(model)
+        plan = plan_memory(ops[:-1])  # the last op writes its float logits straight into `probabilities`
+        header.write_text(header_text(name, model.num_classes, plan.values, plan.values, "uint8_t", path.name))
+        source.write_text(int8_source_text(name, model, ops, plan, path.name))
+        return header, source
+    ops = lower(model)
     plan = plan_memory(ops)
-    header.write_text(header_text(name, model, ops, plan, path.name))
+    header.write_text(header_text(name, model.num_classes, plan.workspace_bytes, FLOAT_BYTES * plan.values,
+                                  "float and uint32_t", path.name))
     source.write_text(source_text(name, model, ops, plan, path.name))
     return header, source
 
@@ -411,8 +427,12 @@ def _one_kernel_file(file: str, emitted: set[str], allowed: set[str], seen_helpe
                 text = re.sub(rf"\b{helper}\b", f"{Path(file).stem}_{helper}", text)
             else:
                 seen_helpers[helper] = file
-    lines = []
+    lines, in_fast_declaration = [], False
     for line in text.splitlines():
+        fast = _EXTERNAL_FUNCTION.match(line) and _FAST_DECLARATION.match(line)
+        if file.endswith(".h") and (in_fast_declaration or fast):
+            in_fast_declaration = not line.rstrip().endswith(";")  # the other paths are not in the C
+            continue
         include = _INCLUDE.match(line)
         if include:
             quoted, target = include.group(1) == '"', include.group(2)
@@ -548,7 +568,8 @@ def _description_text(ops: list[Op]) -> str:
             " * activations: kind, alpha, beta, gamma (common.h) */\n" + "\n".join(lines))
 
 
-def header_text(name: str, model: spec.ModelSpec, ops: list[Op], plan: MemoryPlan, source: str) -> str:
+def header_text(name: str, num_classes: int, workspace_bytes: int, scalar_bytes: int, aligned_for: str,
+                source: str) -> str:
     upper = name.upper()
     return f"""/* {name}.h: the model {name} ({source}) as C, written by `fastmnist export-c`.
  *
@@ -556,7 +577,7 @@ def header_text(name: str, model: spec.ModelSpec, ops: list[Op], plan: MemoryPla
  * _u8 variant. Each function writes the probability of every class and returns the most probable one, or -1
  * when a float pixel is NaN or outside [0, 1] (probabilities then mean nothing). {name}_predict and
  * {name}_predict_u8 use one static work buffer (not reentrant); {name}_predict_r uses the caller's
- * `workspace`: {upper}_WORKSPACE_BYTES bytes, aligned for float and uint32_t (from malloc, say).
+ * `workspace`: {upper}_WORKSPACE_BYTES bytes, aligned for {aligned_for} (from malloc, say).
  */
 #ifndef {upper}_H
 #define {upper}_H
@@ -565,9 +586,9 @@ def header_text(name: str, model: spec.ModelSpec, ops: list[Op], plan: MemoryPla
 extern "C" {{
 #endif
 
-#define {upper}_NUM_CLASSES {model.num_classes}
-/* the largest buffer any path of {name}.c needs (scalar: {FLOAT_BYTES * plan.values} bytes) */
-#define {upper}_WORKSPACE_BYTES {plan.workspace_bytes}
+#define {upper}_NUM_CLASSES {num_classes}
+/* the largest buffer any path of {name}.c needs (scalar: {scalar_bytes} bytes) */
+#define {upper}_WORKSPACE_BYTES {workspace_bytes}
 
 int {name}_predict(const float image[784], float probabilities[{upper}_NUM_CLASSES]);
 int {name}_predict_u8(const unsigned char image[784], float probabilities[{upper}_NUM_CLASSES]);

@@ -249,7 +249,33 @@ def test_shipped_models_match_engine_on_mnist(exported, models, digits, name, fl
     build_and_check(exported, models, digits[0], name, [tool("gcc")], flags.split(), output=f"gcc{flags}")
 
 
-@pytest.mark.parametrize("name", [*SMALL_MODELS, "mlp300", "cnn"])
+INT8_MODELS = [name for name in fastmnist.shipped_models() if name.endswith("_int8")]
+INT8_HOST_BUILDS = [("gcc", "-O0"), ("clang", "-O0"), ("clang", "-O2")]  # gcc -O2: the shipped models' test
+
+
+@pytest.mark.parametrize("compiler,flags", INT8_HOST_BUILDS)
+@pytest.mark.parametrize("name", INT8_MODELS)
+def test_int8_models_match_engine_on_mnist(exported, models, digits, name, compiler, flags):
+    """The int8 C runs the engine's scalar int8 kernels: the integers are the engine's exactly, the float
+    dequantization and softmax differ from it by a few ulps at most."""
+    build_and_check(exported, models, digits[0], name, [tool(compiler)], flags.split(), output=f"{compiler}{flags}")
+
+
+@pytest.mark.parametrize("name", ["softmax_int8", "cnn_int8"])
+def test_int8_export_holds_integer_weights(exported, models, name):
+    """Kernels int8, biases and multipliers int32, tables uint8, activations uint8: no float weights but the
+    last layer's dequantization scales."""
+    text = (exported(name) / f"{name}.c").read_text()
+    _, arrays = fastmnist.format.read(models[name])
+    kernels = re.findall(r"static const (\w+) (\w+)_kernel\[(\d+)\]", text)
+    expected = sorted(array.size for key, array in arrays.items() if key.endswith("/kernel"))
+    assert sorted(int(size) for _, _, size in kernels) == expected and {t for t, _, _ in kernels} == {"int8_t"}
+    assert {t for t in re.findall(r"static const (\w+) \w+_bias\[", text)} == {"int32_t"}
+    assert re.findall(r"static const float (\w+)\[", text) == [kernels[-1][1] + "_dequantize"]
+    assert "static uint8_t static_values[" in text
+
+
+@pytest.mark.parametrize("name", [*SMALL_MODELS, "mlp300", "cnn", "mlp300_int8", "cnn_int8"])
 def test_aarch64_neon_matches_engine(exported, models, digits, name):
     compiler = tool("aarch64-linux-gnu-gcc")
     tool(QEMU_AARCH64[0])
@@ -259,7 +285,7 @@ def test_aarch64_neon_matches_engine(exported, models, digits, name):
                     [compiler], ["-O2"], runner=QEMU_AARCH64, output="aarch64", libraries=["-lm", "-static"])
 
 
-M4_MODELS = [*SMALL_MODELS, "softmax", "mlp300", "mlp_bn_elu", "pca_mlp_bn_elu", "mlp1024"]
+M4_MODELS = [*SMALL_MODELS, "softmax", "mlp300", "mlp_bn_elu", "pca_mlp_bn_elu", "mlp1024", *INT8_MODELS]
 
 
 def m4_sizes(program: Path) -> dict[str, int]:
@@ -272,7 +298,8 @@ def m4_sizes(program: Path) -> dict[str, int]:
 @pytest.mark.parametrize("name", M4_MODELS)
 def test_cortex_m4_matches_engine_on_qemu(exported, models, name):
     """The scalar path, bare metal on QEMU's mps2-an386 (Cortex-M4F), newlib's libm, on the reference inputs
-    and a few other images. The fp32 cnn (13 MB of weights) exceeds the board's 4 MB of code memory."""
+    and a few other images. The fp32 cnn (13 MB of weights) exceeds the board's 4 MB of code memory; its int8
+    form (3.3 MB) fits."""
     compiler = tool("arm-none-eabi-gcc")
     folder = exported(name)
     floats, byte_images = images_for(models[name], None)
