@@ -106,15 +106,9 @@ static size_t panels_for(size_t pixels)
 
 #define TILE_CALL(R, P) \
     conv_tile(R, P, out, window, packed, stride, bias, out_c, w, rq, offsets, groups, count, correction)
-#define PANELS_CASE(R, P) \
-    case P: TILE_CALL(R, P); break;
-#define PIXELS_CASE(R)                                                                                \
-    case R:                                                                                           \
-        switch (panels) {                                                                             \
-            PANELS_CASE(R, 1) PANELS_CASE(R, 2) PANELS_CASE(R, 3) PANELS_CASE(R, 4) PANELS_CASE(R, 5) \
-            PANELS_CASE(R, 6) PANELS_CASE(R, 7) PANELS_CASE(R, 8)                                     \
-        default: break;                                                                               \
-        }                                                                                             \
+#define PIXELS_CASE(R)                                 \
+    case R:                                           \
+        FM_S8_WITH_PANELS(R, panels, TILE_CALL)       \
         break;
 
 static void patch_channels(size_t pixels, size_t panels, uint8_t *const *out, const uint8_t *const *window,

@@ -108,15 +108,9 @@ static size_t panels_for(size_t rows)
             dense_tile(R, P, out, in, in_stride, packed, columns, bias, col, out_dim, out_stride, rq, list, count, \
                        correction);                                                                           \
     } while (0)
-#define PANELS_CASE(R, P) \
-    case P: TILE_CALL(R, P); break;
-#define ROWS_CASE(R)                                                                                          \
-    case R:                                                                                                   \
-        switch (panels) {                                                                                     \
-            PANELS_CASE(R, 1) PANELS_CASE(R, 2) PANELS_CASE(R, 3) PANELS_CASE(R, 4) PANELS_CASE(R, 5)         \
-            PANELS_CASE(R, 6) PANELS_CASE(R, 7) PANELS_CASE(R, 8)                                             \
-        default: break;                                                                                       \
-        }                                                                                                     \
+#define ROWS_CASE(R)                                 \
+    case R:                                           \
+        FM_S8_WITH_PANELS(R, panels, TILE_CALL)       \
         break;
 
 /* Columns [col, col + panels * W) of `rows` (<= MAX_ROWS) rows. */

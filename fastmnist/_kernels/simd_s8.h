@@ -242,4 +242,19 @@ FM_S8_INLINE void fm_s8_store(void *out, size_t index, fm_s8_acc acc, size_t c, 
     memcpy(dst, &bytes, count);
 }
 
+/* Runs CALL(R, P) with P = `panels` (1 to 8) as a constant, so that an always-inlined tile of R rows (or pixels)
+ * by P panels is compiled, unrolled, for each; does nothing for another count. */
+#define FM_S8_WITH_PANELS(R, panels, CALL)                                                            \
+    switch (panels) {                                                                                 \
+    case 1: CALL(R, 1); break;                                                                        \
+    case 2: CALL(R, 2); break;                                                                        \
+    case 3: CALL(R, 3); break;                                                                        \
+    case 4: CALL(R, 4); break;                                                                        \
+    case 5: CALL(R, 5); break;                                                                        \
+    case 6: CALL(R, 6); break;                                                                        \
+    case 7: CALL(R, 7); break;                                                                        \
+    case 8: CALL(R, 8); break;                                                                        \
+    default: break;                                                                                   \
+    }
+
 #endif
