@@ -43,8 +43,6 @@ void fm_conv2d_s8(uint8_t *out, const uint8_t *in, const int8_t *kernel, const i
     }
 }
 
-#include <string.h>
-
 #include "conv2d.h"
 
 size_t fm_conv2d_s8_padded_size(const fm_window *w)
@@ -52,6 +50,7 @@ size_t fm_conv2d_s8_padded_size(const fm_window *w)
     return fm_conv2d_padded_h(w) * fm_conv2d_padded_w(w) * w->in_c + FM_CONV2D_S8_SLACK;
 }
 
+/* plain loops rather than memset and memcpy: the kernels need no <string.h> */
 void fm_conv2d_pad_u8(uint8_t *padded, const uint8_t *in, uint8_t zero_point, const fm_window *w,
                       size_t row_begin, size_t row_end)
 {
@@ -60,10 +59,16 @@ void fm_conv2d_pad_u8(uint8_t *padded, const uint8_t *in, uint8_t zero_point, co
     for (size_t y = row_begin; y < row_end; y++) {
         uint8_t *row = padded + y * row_values;
         const ptrdiff_t in_y = (ptrdiff_t)y - (ptrdiff_t)w->pad_top;
-        memset(row, zero_point, row_values);
-        if (in_y >= 0 && in_y < (ptrdiff_t)w->in_h)
-            memcpy(row + w->pad_left * w->in_c, in + (size_t)in_y * w->in_w * w->in_c, copy_w * w->in_c);
+        for (size_t i = 0; i < row_values; i++)
+            row[i] = zero_point;
+        if (in_y < 0 || in_y >= (ptrdiff_t)w->in_h)
+            continue;
+        const uint8_t *in_row = in + (size_t)in_y * w->in_w * w->in_c;
+        for (size_t i = 0; i < copy_w * w->in_c; i++)
+            row[w->pad_left * w->in_c + i] = in_row[i];
     }
-    if (row_end == fm_conv2d_padded_h(w)) /* the slack after the last row is read, times zero weights */
-        memset(padded + row_end * row_values, zero_point, FM_CONV2D_S8_SLACK);
+    if (row_end == fm_conv2d_padded_h(w)) { /* the slack after the last row is read, times zero weights */
+        for (size_t i = 0; i < FM_CONV2D_S8_SLACK; i++)
+            padded[row_end * row_values + i] = zero_point;
+    }
 }
