@@ -7,7 +7,11 @@ invoke; both on the same MNIST test digits, `--rounds` rounds each, interleaved,
 Cortex-M4 footprint of the C (arm-none-eabi-gcc -O2, the model's object: flash = text + rodata + data,
 RAM = data + bss) beside TFLite Micro's tensor arena, the smallest arena its interpreter accepts.
 
-    python benchmarks/tflite_micro.py [--models cnn mlp300] [--digits 200] [--rounds 7] [--data DIR]
+An int8 weights file (`cnn_int8`, ...) gets the C's time and footprint alone, in a table of its own: TFLite
+Micro is compared on float32 networks only, and an int8 file's "weights" are every array its C holds
+(int8 kernels, int32 biases, requantization parameters, lookup tables).
+
+    python benchmarks/tflite_micro.py [--models cnn mlp300 cnn_int8] [--digits 200] [--rounds 7] [--data DIR]
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import numpy as np
 
 import fastmnist
 from fastmnist import _export_c as export_c
+from fastmnist._export_c_int8 import lower_int8
 from fastmnist.datasets import load_mnist
 from peers import _tflite_bytes
 
@@ -128,18 +133,41 @@ def m4_footprint(folder: Path, name: str) -> dict[str, int]:
     return {"flash": text + data, "ram": data + bss}
 
 
-def weight_bytes(weights: Path) -> int:
-    model = fastmnist.spec.parse(*fastmnist.format.read(weights), str(weights))
+def parse(weights: Path) -> fastmnist.spec.ModelSpec:
+    return fastmnist.spec.parse(*fastmnist.format.read(weights), str(weights))
+
+
+def weight_bytes(model: fastmnist.spec.ModelSpec) -> int:
+    """The bytes of the arrays the C holds: float32 weights, or an int8 model's arrays as its C types them."""
+    if model.precision == "int8":
+        return sum(a.nbytes for op in lower_int8(model) for a in op.arrays.values())
     return sum(a.size * 4 for p in model.layers for a in p.params.values())
 
 
-def benchmark(name: str, weights: Path, digits: np.ndarray, rounds: int, work: Path) -> dict:
+def c_build(name: str, weights: Path, floats: np.ndarray, work: Path) -> tuple[dict, Path, Path]:
+    """The C's timing program, the file of digits it reads, and the model's row: its weights and M4 footprint."""
     folder = work / name
     folder.mkdir()
-    floats = (digits.astype(np.float32) / np.float32(255)).reshape(len(digits), 784)
     images_file = folder / "digits.f32"
     floats.tofile(images_file)
     program = c_program(weights, f"m_{name}", folder)
+    row = {"name": name, "weights": weight_bytes(parse(weights)), **m4_footprint(folder, f"m_{name}")}
+    return row, program, images_file
+
+
+def as_floats(digits: np.ndarray) -> np.ndarray:
+    return (digits.astype(np.float32) / np.float32(255)).reshape(len(digits), 784)
+
+
+def int8_benchmark(name: str, weights: Path, digits: np.ndarray, rounds: int, work: Path) -> dict:
+    row, program, images_file = c_build(name, weights, as_floats(digits), work)
+    c_times = [c_round(program, images_file, len(digits)) for _ in range(rounds)]
+    return {**row, "c_ns": statistics.median(c_times), "c_spread": (min(c_times), max(c_times))}
+
+
+def benchmark(name: str, weights: Path, digits: np.ndarray, rounds: int, work: Path) -> dict:
+    floats = as_floats(digits)
+    row, program, images_file = c_build(name, weights, floats, work)
     tflite = _tflite_bytes(weights)
     arena = smallest_arena(tflite)
     interpreter = tflm_interpreter(tflite, arena)
@@ -149,8 +177,7 @@ def benchmark(name: str, weights: Path, digits: np.ndarray, rounds: int, work: P
         elapsed, tflm_probabilities = tflm_round(interpreter, floats)
         tflm_times.append(elapsed)
     engine = fastmnist.load(weights).predict_proba(floats)
-    return {"name": name, "c_ns": statistics.median(c_times), "tflm_ns": statistics.median(tflm_times),
-            "arena": arena, "weights": weight_bytes(weights), **m4_footprint(folder, f"m_{name}"),
+    return {**row, "c_ns": statistics.median(c_times), "tflm_ns": statistics.median(tflm_times), "arena": arena,
             "agreement": float(np.abs(tflm_probabilities - engine).max()), "c_spread": (min(c_times), max(c_times)),
             "tflm_spread": (min(tflm_times), max(tflm_times))}
 
@@ -162,25 +189,42 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--data", help="folder with the MNIST IDX files (default: $FASTMNIST_DATA)")
     args = parser.parse_args(argv)
-    tflm_runtime()  # fail now, not after the first export, if the package is missing
     _, (x_test, _) = load_mnist(args.data)
     digits = x_test[:args.digits]
-    rows = []
+    paths = {name: fastmnist.model.shipped_weights_dir() / f"{name}.npz" for name in args.models}
+    int8 = {name for name, path in paths.items() if parse(path).precision == "int8"}
+    if int8 != set(paths):
+        tflm_runtime()  # fail now, not after the first export, if the package is missing
+    rows, int8_rows = [], []
     with tempfile.TemporaryDirectory() as work:
-        for name in args.models:
-            weights = fastmnist.model.shipped_weights_dir() / f"{name}.npz"
-            rows.append(benchmark(name, weights, digits, args.rounds, Path(work)))
+        for name, weights in paths.items():
+            if name in int8:
+                int8_rows.append(int8_benchmark(name, weights, digits, args.rounds, Path(work)))
+            else:
+                rows.append(benchmark(name, weights, digits, args.rounds, Path(work)))
             print(f"{name}: done", file=sys.stderr)
-    print(f"{args.digits} MNIST test digits, {args.rounds} interleaved rounds, medians (min-max in brackets)\n")
-    print("| model | C, x86-64 (us/digit) | TFLite Micro (us/digit) | C / TFLM | M4 flash, C (KiB) | weights (KiB) "
-          "| M4 RAM, C: data+bss (KiB) | TFLM tensor arena (KiB) | TFLM vs engine |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(f"{args.digits} MNIST test digits, {args.rounds} rounds (a float model's interleaved with TFLite Micro's), "
+          "medians (min-max in brackets)\n")
+    if rows:
+        print("| model | C, x86-64 (us/digit) | TFLite Micro (us/digit) | C / TFLM | M4 flash, C (KiB) "
+              "| weights (KiB) | M4 RAM, C: data+bss (KiB) | TFLM tensor arena (KiB) | TFLM vs engine |")
+        print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['name']} | {r['c_ns'] / 1e3:.1f} ({r['c_spread'][0] / 1e3:.1f}-{r['c_spread'][1] / 1e3:.1f}) "
+        print(f"| {r['name']} | {c_time(r)} "
               f"| {r['tflm_ns'] / 1e3:.0f} ({r['tflm_spread'][0] / 1e3:.0f}-{r['tflm_spread'][1] / 1e3:.0f}) "
               f"| {r['c_ns'] / r['tflm_ns']:.3f} | {r['flash'] / 1024:.1f} | {r['weights'] / 1024:.1f} "
               f"| {r['ram'] / 1024:.1f} | {r['arena'] / 1024:.1f} | {r['agreement']:.1e} |")
+    if int8_rows:
+        print("\n| int8 model | C, x86-64 (us/digit) | M4 flash, C (KiB) | weights (KiB) | M4 RAM, C: data+bss (KiB) |")
+        print("|---|---|---|---|---|")
+    for r in int8_rows:
+        print(f"| {r['name']} | {c_time(r)} | {r['flash'] / 1024:.1f} | {r['weights'] / 1024:.1f} "
+              f"| {r['ram'] / 1024:.1f} |")
     return 0
+
+
+def c_time(row: dict) -> str:
+    return f"{row['c_ns'] / 1e3:.1f} ({row['c_spread'][0] / 1e3:.1f}-{row['c_spread'][1] / 1e3:.1f})"
 
 
 if __name__ == "__main__":

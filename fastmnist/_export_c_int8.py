@@ -19,8 +19,6 @@ from ._export_c import (HEADERS_ALLOWED, VALUES_PER_LINE, MemoryPlan, Op, _UNUSE
 from .int8_format import dequantize_scales, input_quantization, output_quantization, requantization
 from .layers import Activation, Conv2D, Dense, Dropout, Flatten, MaxPool2D
 
-# conv2d_s8.c pads its fast paths' input with memset/memcpy; the scalar path calls neither
-INT8_HEADERS_ALLOWED = HEADERS_ALLOWED | {"string.h"}
 INT8_FILES = {
     "always": ["common.h", "softmax.h", "softmax.c", "requantize.h", "dense_s8.h", "dense_s8.c"],
     # conv2d_s8.c takes the padded input's size from conv2d.c, which includes activation.h
@@ -83,7 +81,7 @@ def int8_kernel_text(ops: list[Op]) -> str:
                                if kind == "always" or any(op.kind == kind for op in ops) for f in INT8_FILES[kind]))
     emitted, seen_helpers, parts = set(), {}, []
     for file in files:
-        parts.append(_one_kernel_file(file, emitted, INT8_HEADERS_ALLOWED, seen_helpers))
+        parts.append(_one_kernel_file(file, emitted, HEADERS_ALLOWED, seen_helpers))
         emitted.add(file)
     return "\n\n".join([_UNUSED_OFF, "\n".join(parts), _UNUSED_ON])
 

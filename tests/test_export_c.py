@@ -334,12 +334,29 @@ def test_generated_object_exports_only_its_api(exported):
     assert names == ["every_layer_predict", "every_layer_predict_r", "every_layer_predict_u8"]
 
 
-def test_generated_c_includes_only_allowed_headers(exported):
-    text = (exported("every_layer") / "every_layer.c").read_text()
-    includes = re.findall(r'#\s*include\s*[<"]([^>"]+)[>"]', text)
-    assert set(includes) <= {"every_layer.h", "math.h", "stddef.h", "stdint.h", "immintrin.h", "arm_neon.h"}
-    for word in ("malloc", "free", "printf", "fopen", "memcpy", "memset"):
-        assert not re.search(rf"\b{word}\s*\(", text), f"the generated C calls {word}"
+C_HEADERS = {"math.h", "stddef.h", "stdint.h"}
+FAST_SECTION = re.compile(r"^#ifdef FM_ISA_SUFFIX$.*?^#endif /\* FM_ISA_SUFFIX \*/$", re.DOTALL | re.MULTILINE)
+
+
+def includes(text: str) -> set[str]:
+    return set(re.findall(r'^\s*#\s*include\s*[<"]([^>"]+)[>"]', text, re.MULTILINE))
+
+
+@pytest.mark.parametrize("name", ["every_layer", "softmax_layer", *INT8_MODELS])
+def test_generated_c_includes_only_allowed_headers(exported, name):
+    """Both files, float and int8 models: <math.h>, <stddef.h>, <stdint.h> and the model's own header; the
+    intrinsics headers only inside the fast paths' section, which a compiler without them leaves out; no
+    allocator, stdio or <string.h> functions."""
+    folder = exported(name)
+    for file in (f"{name}.h", f"{name}.c"):
+        text = (folder / file).read_text()
+        fast_sections = FAST_SECTION.findall(text)
+        outside = FAST_SECTION.sub("", text)
+        assert includes(outside) <= {f"{name}.h", *C_HEADERS}, f"{file}: {includes(outside)}"
+        inside = set().union(*map(includes, fast_sections))
+        assert inside <= {*C_HEADERS, "immintrin.h", "arm_neon.h"}, f"{file}, fast paths: {inside}"
+        for word in ("malloc", "free", "printf", "fopen", "memcpy", "memset", "memmove"):
+            assert not re.search(rf"\b{word}\s*\(", text), f"{file} calls {word}"
 
 
 def test_export_is_deterministic(models, tmp_path):

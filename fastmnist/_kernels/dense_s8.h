@@ -14,6 +14,18 @@ void fm_dense_s8(void *out, const uint8_t *in, const int8_t *kernel, const int32
                  size_t rows, size_t in_dim, size_t in_stride, size_t out_dim, size_t out_stride,
                  const fm_requant *rq);
 
+/* The scalar paths' step, for dense and conv2d alike: acc[i] += value * k[i] for i < count, one input value
+ * times a contiguous run of a kernel row. They hold FM_S8_SCALAR_BLOCK output channels' accumulators on the
+ * stack (256 bytes, which a microcontroller's stack holds) and call this with that constant count for a
+ * whole block, which compilers vectorize at -O2. */
+#define FM_S8_SCALAR_BLOCK 64
+
+static inline void fm_s8_multiply_add(int32_t *acc, const int8_t *k, int32_t value, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        acc[i] += value * k[i];
+}
+
 /* Fast paths read inputs in groups of 4 (the dot-product instructions' group), so they read each input row
  * up to a multiple of 4 bytes: the bytes past in_dim may hold anything, as their weights are 0.
  * The kernel is packed once at load by the matching pack function; the bias is folded

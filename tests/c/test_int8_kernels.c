@@ -120,7 +120,8 @@ static int dense_case(int index)
 static int conv_case(int index)
 {
     static const size_t channels_in[] = {1, 2, 3, 5, 8, 32};
-    static const size_t channels_out[] = {1, 3, 4, 17, 32, 33};
+    /* past 64: the scalar path's blocks of output channels, whole and partial */
+    static const size_t channels_out[] = {1, 3, 4, 17, 32, 33, 64, 65, 130};
     fm_window w;
     memset(&w, 0, sizeof w);
     w.in_h = (size_t)between(1, 14), w.in_w = (size_t)between(1, 14), w.in_c = channels_in[next() % 6];
@@ -132,7 +133,7 @@ static int conv_case(int index)
     w.pad_top = pad[0], w.pad_left = pad[2];
     w.out_h = (w.in_h + pad[0] + pad[1] - w.k_h) / w.stride_y + 1;
     w.out_w = (w.in_w + pad[2] + pad[3] - w.k_w) / w.stride_x + 1;
-    w.out_c = channels_out[next() % 6];
+    w.out_c = channels_out[next() % 9];
     const int kind = between(0, 2);
     const size_t taps = w.k_h * w.k_w * w.in_c, in_values = w.in_h * w.in_w * w.in_c;
     const size_t out_values = w.out_h * w.out_w * w.out_c;
