@@ -129,7 +129,16 @@ void FM_S8_FN(fm_dense_s8)(void *out, const uint8_t *in, const int8_t *packed, c
                            size_t rows, size_t in_dim, size_t in_stride, size_t out_dim, size_t out_stride,
                            const fm_requant *rq, uint32_t *scratch)
 {
+    FM_S8_FN(fm_dense_s8_columns)(out, in, packed, folded_bias, rows, in_dim, in_stride, out_dim, out_stride, 0,
+                                  out_dim, rq, scratch);
+}
+
+void FM_S8_FN(fm_dense_s8_columns)(void *out, const uint8_t *in, const int8_t *packed, const int32_t *folded_bias,
+                                   size_t rows, size_t in_dim, size_t in_stride, size_t out_dim, size_t out_stride,
+                                   size_t col_begin, size_t col_end, const fm_requant *rq, uint32_t *scratch)
+{
     const size_t groups = groups_of(in_dim), columns = padded_columns(out_dim), list_size = groups + 1 + MAX_ROWS;
+    const size_t last_column = col_end < out_dim ? padded_columns(col_end) : columns;
     const size_t blocks = (rows + MAX_ROWS - 1) / MAX_ROWS;
     /* each block's list is its length, its rows' offset corrections, then its groups; made once, read for
      * every column block */
@@ -145,14 +154,14 @@ void FM_S8_FN(fm_dense_s8)(void *out, const uint8_t *in, const int8_t *packed, c
         }
     }
     const size_t element = rq->dequantize ? sizeof(float) : 1;
-    for (size_t col_begin = 0; col_begin < columns; col_begin += COLUMN_BLOCK) {
-        const size_t col_end = columns - col_begin < COLUMN_BLOCK ? columns : col_begin + COLUMN_BLOCK;
+    for (size_t block_begin = col_begin; block_begin < last_column; block_begin += COLUMN_BLOCK) {
+        const size_t block_end = last_column - block_begin < COLUMN_BLOCK ? last_column : block_begin + COLUMN_BLOCK;
         for (size_t b = 0; b < blocks; b++) {
             const size_t first = b * MAX_ROWS, block_rows = rows - first < MAX_ROWS ? rows - first : MAX_ROWS;
             const uint32_t *correction = scratch + b * list_size + 1, *list = correction + MAX_ROWS;
             const size_t most = panels_for(block_rows);
-            for (size_t col = col_begin; col < col_end;) {
-                const size_t left = (col_end - col) / W, panels = left < most ? left : most;
+            for (size_t col = block_begin; col < block_end;) {
+                const size_t left = (block_end - col) / W, panels = left < most ? left : most;
                 block_columns(block_rows, panels, (char *)out + first * out_stride * element, in + first * in_stride,
                               in_stride, packed, columns, folded_bias, col, out_dim, out_stride, rq, list,
                               correction[-1], groups, correction);

@@ -89,15 +89,16 @@ static void store_rows(void *out, size_t first_row, size_t out_stride, int32_t a
 }
 
 /* out rows = a's `rows` rows (stride a_stride, k_steps * 64 bytes, readable up to a whole tile of rows) times
- * the packed weights. */
+ * the packed weights' columns [col_begin, col_end) (col_begin a multiple of 16). */
 static void product(void *out, size_t out_stride, const uint8_t *a, size_t a_stride, size_t rows, const int8_t *packed,
-                    const int32_t *bias, size_t k_steps, size_t out_dim, const fm_requant *rq)
+                    const int32_t *bias, size_t k_steps, size_t out_dim, size_t col_begin, size_t col_end,
+                    const fm_requant *rq)
 {
-    const size_t columns = padded_columns(out_dim);
+    const size_t columns = padded_columns(out_dim), last_column = padded_columns(col_end);
     int32_t acc[TILE_ROWS][N_TILES * 16] __attribute__((aligned(64)));
     configure_tiles();
-    for (size_t n0 = 0; n0 < columns; n0 += N_TILES * 16) { /* a 64-column slice of the weights stays in L2 */
-        const size_t tiles = (columns - n0) / 16 < N_TILES ? (columns - n0) / 16 : N_TILES;
+    for (size_t n0 = col_begin; n0 < last_column; n0 += N_TILES * 16) { /* a 64-column slice stays in L2 */
+        const size_t tiles = (last_column - n0) / 16 < N_TILES ? (last_column - n0) / 16 : N_TILES;
         for (size_t m0 = 0; m0 < rows; m0 += TILE_ROWS) {
             tile_product(acc, a + m0 * a_stride, a_stride, packed, columns, n0, tiles, k_steps);
             store_rows(out, m0, out_stride, acc, rows - m0 < TILE_ROWS ? rows - m0 : TILE_ROWS, bias, n0, tiles,
@@ -119,9 +120,9 @@ void fm_dense_s8_pack__amx(int8_t *packed, const int8_t *kernel, size_t in_dim, 
     memset(packed + vnni, 0, fm_dense_s8_packed_size__amx(in_dim, out_dim) - vnni);
 }
 
-void fm_dense_s8__amx(void *out, const uint8_t *in, const int8_t *packed, const int32_t *folded_bias, size_t rows,
-                      size_t in_dim, size_t in_stride, size_t out_dim, size_t out_stride, const fm_requant *rq,
-                      uint32_t *scratch)
+void fm_dense_s8_columns__amx(void *out, const uint8_t *in, const int8_t *packed, const int32_t *folded_bias,
+                              size_t rows, size_t in_dim, size_t in_stride, size_t out_dim, size_t out_stride,
+                              size_t col_begin, size_t col_end, const fm_requant *rq, uint32_t *scratch)
 {
     /* A tile row reads round_up(in_dim, 64) bytes: past a row's end into the next one (times zero weights),
      * but never past the last row, which may end the caller's array. */
@@ -130,11 +131,13 @@ void fm_dense_s8__amx(void *out, const uint8_t *in, const int8_t *packed, const 
     if (whole == rows && whole > 0 && row_bytes > in_stride)
         whole -= TILE_ROWS;
     if (whole)
-        product(out, out_stride, in, in_stride, whole, packed, folded_bias, row_bytes / K_STEP, out_dim, rq);
+        product(out, out_stride, in, in_stride, whole, packed, folded_bias, row_bytes / K_STEP, out_dim, col_begin,
+                col_end, rq);
     if (whole < rows) {
         const size_t element = rq->dequantize ? sizeof(float) : 1;
-        fm_dense_s8__avx512vnni((char *)out + whole * out_stride * element, in + whole * in_stride, packed,
-                                folded_bias, rows - whole, in_dim, in_stride, out_dim, out_stride, rq, scratch);
+        fm_dense_s8_columns__avx512vnni((char *)out + whole * out_stride * element, in + whole * in_stride, packed,
+                                        folded_bias, rows - whole, in_dim, in_stride, out_dim, out_stride, col_begin,
+                                        col_end, rq, scratch);
     }
 }
 
@@ -177,5 +180,5 @@ void fm_conv2d_s8__amx(uint8_t *out, const uint8_t *padded, const int8_t *packed
     }
     memset(rows + pixels * stride, 0, (round_up(pixels, TILE_ROWS) - pixels) * stride);
     product(out + row_begin * w->out_w * w->out_c, w->out_c, rows, stride, pixels, packed, folded_bias,
-            stride / K_STEP, w->out_c, rq);
+            stride / K_STEP, w->out_c, 0, w->out_c, rq);
 }
