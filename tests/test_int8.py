@@ -140,7 +140,7 @@ def test_every_layer_equals_the_integer_reference(quantized, name, isa):
 
 @pytest.mark.parametrize("isa", FAST_ISAS)
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("batch", [1, 7, 65])
+@pytest.mark.parametrize("batch", [1, 7, 49, 65])  # 49: 3 AMX row tiles and a row for VNNI
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
 def test_fast_path_equals_scalar_bit_for_bit(quantized, name, batch, threads, isa):
     x = images(batch, seed=batch)

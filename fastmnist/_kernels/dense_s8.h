@@ -24,6 +24,7 @@ void fm_dense_s8(void *out, const uint8_t *in, const int8_t *kernel, const int32
  * col_begin and col_end multiples of FM_DENSE_S8_COLUMN_ALIGN (whole panels of every path), or col_end = out_dim. */
 #define FM_DENSE_S8_BLOCK_ROWS 4
 #define FM_DENSE_S8_COLUMN_ALIGN 64
+#define FM_DENSE_S8_GROUP_ALIGN 16 /* the packing's groups of 4 inputs per panel: whole AMX weight tiles */
 
 static inline size_t fm_dense_s8_scratch_size(size_t rows, size_t in_dim)
 {
@@ -48,7 +49,7 @@ FM_DECLARE_DENSE_S8_FAST(avxvnni)
 FM_DECLARE_DENSE_S8_FAST(avx512vnni)
 FM_DECLARE_DENSE_S8_FAST(neon_i8mm)
 FM_DECLARE_DENSE_S8_FAST(neon_dotprod)
-/* AMX packs as AVX-512 VNNI, with zero groups up to a multiple of 16 */
+/* AMX packs as AVX-512 VNNI */
 size_t fm_dense_s8_packed_size__amx(size_t in_dim, size_t out_dim);
 void fm_dense_s8_pack__amx(int8_t *packed, const int8_t *kernel, size_t in_dim, size_t out_dim);
 void fm_dense_s8_columns__amx(void *out, const uint8_t *in, const int8_t *packed, const int32_t *folded_bias,
