@@ -223,7 +223,10 @@ FM_S8_INLINE void fm_s8_store(void *out, size_t index, fm_s8_acc acc, size_t c, 
         fm_s8_f32v scale;
         memcpy(&scale, rq->dequantize + c, sizeof scale);
         const fm_s8_f32v logits = __builtin_convertvector(sums, fm_s8_f32v) * scale;
-        memcpy((float *)out + index, &logits, count * sizeof(float));
+        if (count == FM_S8_LANES) /* a store of constant size: one instruction */
+            memcpy((float *)out + index, &logits, sizeof logits);
+        else
+            memcpy((float *)out + index, &logits, count * sizeof(float));
         return;
     }
     fm_s8_i32v multiplier, shift, mask;
@@ -239,7 +242,10 @@ FM_S8_INLINE void fm_s8_store(void *out, size_t index, fm_s8_acc acc, size_t c, 
         return;
     }
     const fm_s8_u8v bytes = __builtin_convertvector(y, fm_s8_u8v);
-    memcpy(dst, &bytes, count);
+    if (count == FM_S8_LANES)
+        memcpy(dst, &bytes, sizeof bytes);
+    else
+        memcpy(dst, &bytes, count);
 }
 
 /* Runs CALL(R, P) with P = `panels` (1 to 8) as a constant, so that an always-inlined tile of R rows (or pixels)
