@@ -12,6 +12,8 @@
  * cheaper to multiply than to test.
  * conv2d: the patches of an image are copied into rows (im2col, taps padded to 64 with zeros), then the
  * same tile product against the kernel packed as a dense (taps x out_c) matrix. */
+/* every CPU with AMX has VBMI's byte permutes (fm_s8_isa_supported checks), which lookup activations use */
+#pragma GCC target("avx512vbmi")
 #include <immintrin.h>
 #include <string.h>
 

@@ -237,8 +237,22 @@ FM_S8_INLINE void fm_s8_store(void *out, size_t index, fm_s8_acc acc, size_t c, 
                                       rq->lo, rq->hi);
     uint8_t *dst = (uint8_t *)out + index;
     if (rq->table) {
+#if FM_S8_LANES == 16 && defined(__AVX512VBMI__)
+        /* the 256-entry table as two byte permutes of 128 entries, chosen by each index's bit 7 */
+        const __m512i at = _mm512_castsi128_si512(_mm512_cvtepi32_epi8((__m512i)y));
+        const __m512i low = _mm512_permutex2var_epi8(_mm512_loadu_si512(rq->table), at,
+                                                     _mm512_loadu_si512(rq->table + 64));
+        const __m512i high = _mm512_permutex2var_epi8(_mm512_loadu_si512(rq->table + 128), at,
+                                                      _mm512_loadu_si512(rq->table + 192));
+        const __m128i looked = _mm512_castsi512_si128(_mm512_mask_blend_epi8(_mm512_movepi8_mask(at), low, high));
+        if (count == FM_S8_LANES)
+            memcpy(dst, &looked, sizeof looked);
+        else
+            memcpy(dst, &looked, count);
+#else
         for (size_t j = 0; j < count; j++)
             dst[j] = rq->table[y[j]];
+#endif
         return;
     }
     const fm_s8_u8v bytes = __builtin_convertvector(y, fm_s8_u8v);
