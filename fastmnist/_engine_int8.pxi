@@ -221,6 +221,11 @@ cdef class Int8Network(Network):
                                      "its probabilities are not finite")
         return result
 
+    def threads_for(self, size_t images) -> int:
+        """The threads predict_proba runs a batch of `images` on: split between them by images, or, for a
+        batch smaller than twice their count, each op split between them (a team)."""
+        return fm_network_s8_threads(&self.qnet, images, self.max_threads)
+
     def quantized_op_outputs(self, images) -> list:
         """Each op's output for `images` as the kernels hold it: uint8 arrays (n, *op shape), and float32
         probabilities for the last op; one thread."""

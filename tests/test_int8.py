@@ -41,6 +41,27 @@ CNN_LAYERS = [
     *head(),
 ]
 
+# Enough multiply-adds per image that a batch of one is split between a team of threads: each op's share by
+# output rows (heights 26 and 11 split unevenly), dense columns in shares of 64 (129 leaves a partial panel).
+TEAM_CNN_LAYERS = [
+    {"type": "conv2d", "name": "c1", "filters": 19, "kernel_size": [3, 3], "padding": "valid", "activation": "relu"},
+    {"type": "conv2d", "name": "c2", "filters": 40, "kernel_size": [5, 5], "padding": "same", "activation": "relu"},
+    {"type": "maxpool2d", "name": "pool", "pool_size": [3, 3], "strides": [2, 2], "padding": "same"},
+    {"type": "conv2d", "name": "c3", "filters": 21, "kernel_size": [3, 3], "padding": [[0, 1], [1, 0]],
+     "activation": "linear"},
+    {"type": "activation", "name": "act", "activation": "elu"},
+    {"type": "flatten", "name": "flat"},
+    {"type": "dense", "name": "wide", "units": 129, "activation": "relu"},
+    {"type": "dense", "name": "out", "units": 10, "activation": "softmax"},
+]
+# A dense-only model whose batch of 3 is worth two threads: a team splits its dense layers by columns.
+TEAM_MLP_LAYERS = [
+    {"type": "flatten", "name": "flat"},
+    {"type": "dense", "name": "wide", "units": 1700, "activation": "relu"},
+    {"type": "dense", "name": "odd", "units": 77, "activation": "linear"},
+    {"type": "dense", "name": "out", "units": 10, "activation": "softmax"},
+]
+
 
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory):
@@ -48,7 +69,8 @@ def quantized(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("int8")
     calibration = random_images(96, seed=5)
     paths = {}
-    for name, layers in (("mlp", MLP_LAYERS), ("cnn", CNN_LAYERS)):
+    for name, layers in (("mlp", MLP_LAYERS), ("cnn", CNN_LAYERS), ("team_cnn", TEAM_CNN_LAYERS),
+                         ("team_mlp", TEAM_MLP_LAYERS)):
         source = write_model(tmp / f"{name}.npz", layers, seed=3)
         paths[name] = quantize(source, tmp / f"{name}_int8.npz", calibration)
     return paths
@@ -118,7 +140,7 @@ def test_every_layer_equals_the_integer_reference(quantized, name, isa):
 
 @pytest.mark.parametrize("isa", FAST_ISAS)
 @pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("batch", [1, 7, 65])
+@pytest.mark.parametrize("batch", [1, 7, 49, 65])  # 49: 3 AMX row tiles and a row for VNNI
 @pytest.mark.parametrize("name", ["mlp", "cnn"])
 def test_fast_path_equals_scalar_bit_for_bit(quantized, name, batch, threads, isa):
     x = images(batch, seed=batch)
@@ -127,6 +149,42 @@ def test_fast_path_equals_scalar_bit_for_bit(quantized, name, batch, threads, is
     np.testing.assert_array_equal(fast.predict_proba(x), scalar.predict_proba(x))
     for got, expected in zip(fast.quantized_op_outputs(x), scalar.quantized_op_outputs(x)):
         np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("name, batches", [("team_cnn", [1, 2, 3]), ("team_mlp", [3])])
+def test_team_of_threads_equals_one_thread_bit_for_bit(quantized, name, batches, threads, isa):
+    scalar = fastmnist.load(quantized[name], isa="scalar", num_threads=1)
+    one = fastmnist.load(quantized[name], isa=isa, num_threads=1)
+    team = fastmnist.load(quantized[name], isa=isa, num_threads=threads)
+    for batch in batches:
+        if _engine.openmp_version():  # a team, not a split of images
+            assert 1 < team.threads_for(batch) and batch < 2 * team.threads_for(batch)
+        x = images(batch, seed=batch + threads)
+        expected = scalar.predict_proba(x)
+        np.testing.assert_array_equal(one.predict_proba(x), expected)
+        np.testing.assert_array_equal(team.predict_proba(x), expected)
+        pixels = np.ascontiguousarray((x * 255).round().astype(np.uint8))  # read in place by a dense-only model
+        np.testing.assert_array_equal(team.predict_proba(pixels), scalar.predict_proba(pixels))
+
+
+@pytest.mark.parametrize("name", ["team_cnn", "team_mlp"])
+def test_team_of_threads_names_the_first_bad_pixel(quantized, name):
+    team = fastmnist.load(quantized[name], num_threads=2)
+    x = images(3)
+    x[2, 27, 27] = np.nan  # in the second thread's share of the pixels
+    x[1, 20, 3] = 1.5
+    with pytest.raises(ValueError, match=r"image 1, pixel 563 is 1\.5"):
+        team.predict_proba(x)
+    with pytest.raises(ValueError, match=r"image 0, pixel 783 is nan"):
+        team.predict_proba(x[2:])
+
+
+def test_small_models_batch_of_one_stays_on_one_thread(quantized):
+    for name in ("mlp", "cnn"):
+        assert fastmnist.load(quantized[name], num_threads=2).threads_for(1) == 1
+    assert fastmnist.load("cnn_int8", num_threads=2).threads_for(1) == (2 if _engine.openmp_version() else 1)
 
 
 @pytest.mark.parametrize("isa", FAST_ISAS)

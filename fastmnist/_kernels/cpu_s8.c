@@ -81,7 +81,7 @@ int fm_s8_isa_supported(fm_s8_isa isa)
 #endif
     if (isa == FM_S8_ISA_AMX) { /* elsewhere than Linux the tile registers' permission is not asked for */
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__linux__)
-        return fm_s8_isa_supported(FM_S8_ISA_AVX512VNNI) && amx_usable();
+        return fm_s8_isa_supported(FM_S8_ISA_AVX512VNNI) && __builtin_cpu_supports("avx512vbmi") && amx_usable();
 #else
         return 0;
 #endif

@@ -31,8 +31,12 @@ static inline void fm_s8_multiply_add(int32_t *acc, const int8_t *k, int32_t val
  * The kernel is packed once at load by the matching pack function; the bias is folded
  * (bias - in_zero_point * the sum of the kernel's column) and padded to FM_S8_CHANNEL_ALIGN. They skip the
  * groups of 4 inputs that are zero in every row of a block, listing the others in `scratch`: at least
- * fm_dense_s8_scratch_size(rows, in_dim) entries, private to the calling thread. */
+ * fm_dense_s8_scratch_size(rows, in_dim) entries, private to the calling thread.
+ * The _columns form computes output columns [col_begin, col_end) only, so that threads can share a layer:
+ * col_begin and col_end multiples of FM_DENSE_S8_COLUMN_ALIGN (whole panels of every path), or col_end = out_dim. */
 #define FM_DENSE_S8_BLOCK_ROWS 4
+#define FM_DENSE_S8_COLUMN_ALIGN 64
+#define FM_DENSE_S8_GROUP_ALIGN 16 /* the packing's groups of 4 inputs per panel: whole AMX weight tiles */
 
 static inline size_t fm_dense_s8_scratch_size(size_t rows, size_t in_dim)
 {
@@ -46,18 +50,22 @@ static inline size_t fm_dense_s8_scratch_size(size_t rows, size_t in_dim)
     void fm_dense_s8_pack__##isa(int8_t *packed, const int8_t *kernel, size_t in_dim, size_t out_dim);       \
     void fm_dense_s8__##isa(void *out, const uint8_t *in, const int8_t *packed, const int32_t *folded_bias,  \
                             size_t rows, size_t in_dim, size_t in_stride, size_t out_dim, size_t out_stride, \
-                            const fm_requant *rq, uint32_t *scratch);
+                            const fm_requant *rq, uint32_t *scratch);                                    \
+    void fm_dense_s8_columns__##isa(void *out, const uint8_t *in, const int8_t *packed,                      \
+                                    const int32_t *folded_bias, size_t rows, size_t in_dim, size_t in_stride, \
+                                    size_t out_dim, size_t out_stride, size_t col_begin, size_t col_end,      \
+                                    const fm_requant *rq, uint32_t *scratch);
 
 FM_DECLARE_DENSE_S8_FAST(avx2)
 FM_DECLARE_DENSE_S8_FAST(avxvnni)
 FM_DECLARE_DENSE_S8_FAST(avx512vnni)
 FM_DECLARE_DENSE_S8_FAST(neon_i8mm)
 FM_DECLARE_DENSE_S8_FAST(neon_dotprod)
-/* AMX packs as AVX-512 VNNI, with zero groups up to a multiple of 16 */
+/* AMX packs as AVX-512 VNNI */
 size_t fm_dense_s8_packed_size__amx(size_t in_dim, size_t out_dim);
 void fm_dense_s8_pack__amx(int8_t *packed, const int8_t *kernel, size_t in_dim, size_t out_dim);
-void fm_dense_s8__amx(void *out, const uint8_t *in, const int8_t *packed, const int32_t *folded_bias, size_t rows,
-                      size_t in_dim, size_t in_stride, size_t out_dim, size_t out_stride, const fm_requant *rq,
-                      uint32_t *scratch);
+void fm_dense_s8_columns__amx(void *out, const uint8_t *in, const int8_t *packed, const int32_t *folded_bias,
+                              size_t rows, size_t in_dim, size_t in_stride, size_t out_dim, size_t out_stride,
+                              size_t col_begin, size_t col_end, const fm_requant *rq, uint32_t *scratch);
 
 #endif

@@ -18,7 +18,7 @@ static void conv2d_copy(int8_t *packed, const int8_t *kernel, const fm_window *w
 }
 
 #define FM_S8_FAST_KERNELS(isa_enum, isa)                                                               \
-    {isa_enum, fm_dense_s8_packed_size__##isa, fm_dense_s8_pack__##isa, fm_dense_s8__##isa,             \
+    {isa_enum, fm_dense_s8_packed_size__##isa, fm_dense_s8_pack__##isa, fm_dense_s8_columns__##isa,             \
      fm_conv2d_s8_packed_size__##isa, fm_conv2d_s8_pack__##isa, fm_conv2d_s8__##isa}
 
 static const fm_s8_kernels table[FM_S8_ISA_COUNT] = {
@@ -34,7 +34,7 @@ static const fm_s8_kernels table[FM_S8_ISA_COUNT] = {
 #endif
 #if defined(FM_HAVE_S8_AMX) && defined(FM_HAVE_S8_AVX512VNNI)
     [FM_S8_ISA_AMX] = {FM_S8_ISA_AMX, fm_dense_s8_packed_size__amx, fm_dense_s8_pack__amx,
-                       fm_dense_s8__amx, fm_conv2d_s8_packed_size__amx, fm_conv2d_s8_pack__amx, fm_conv2d_s8__amx},
+                       fm_dense_s8_columns__amx, fm_conv2d_s8_packed_size__amx, fm_conv2d_s8_pack__amx, fm_conv2d_s8__amx},
 #endif
 #ifdef FM_HAVE_S8_NEON_I8MM
     [FM_S8_ISA_NEON_I8MM] = FM_S8_FAST_KERNELS(FM_S8_ISA_NEON_I8MM, neon_i8mm),

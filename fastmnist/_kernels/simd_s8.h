@@ -223,7 +223,10 @@ FM_S8_INLINE void fm_s8_store(void *out, size_t index, fm_s8_acc acc, size_t c, 
         fm_s8_f32v scale;
         memcpy(&scale, rq->dequantize + c, sizeof scale);
         const fm_s8_f32v logits = __builtin_convertvector(sums, fm_s8_f32v) * scale;
-        memcpy((float *)out + index, &logits, count * sizeof(float));
+        if (count == FM_S8_LANES) /* a store of constant size: one instruction */
+            memcpy((float *)out + index, &logits, sizeof logits);
+        else
+            memcpy((float *)out + index, &logits, count * sizeof(float));
         return;
     }
     fm_s8_i32v multiplier, shift, mask;
@@ -234,12 +237,29 @@ FM_S8_INLINE void fm_s8_store(void *out, size_t index, fm_s8_acc acc, size_t c, 
                                       rq->lo, rq->hi);
     uint8_t *dst = (uint8_t *)out + index;
     if (rq->table) {
+#if FM_S8_LANES == 16 && defined(__AVX512VBMI__)
+        /* the 256-entry table as two byte permutes of 128 entries, chosen by each index's bit 7 */
+        const __m512i at = _mm512_castsi128_si512(_mm512_cvtepi32_epi8((__m512i)y));
+        const __m512i low = _mm512_permutex2var_epi8(_mm512_loadu_si512(rq->table), at,
+                                                     _mm512_loadu_si512(rq->table + 64));
+        const __m512i high = _mm512_permutex2var_epi8(_mm512_loadu_si512(rq->table + 128), at,
+                                                      _mm512_loadu_si512(rq->table + 192));
+        const __m128i looked = _mm512_castsi512_si128(_mm512_mask_blend_epi8(_mm512_movepi8_mask(at), low, high));
+        if (count == FM_S8_LANES)
+            memcpy(dst, &looked, sizeof looked);
+        else
+            memcpy(dst, &looked, count);
+#else
         for (size_t j = 0; j < count; j++)
             dst[j] = rq->table[y[j]];
+#endif
         return;
     }
     const fm_s8_u8v bytes = __builtin_convertvector(y, fm_s8_u8v);
-    memcpy(dst, &bytes, count);
+    if (count == FM_S8_LANES)
+        memcpy(dst, &bytes, sizeof bytes);
+    else
+        memcpy(dst, &bytes, count);
 }
 
 /* Runs CALL(R, P) with P = `panels` (1 to 8) as a constant, so that an always-inlined tile of R rows (or pixels)
