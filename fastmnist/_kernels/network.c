@@ -23,6 +23,7 @@
 #include "depthwise_conv2d.h"
 #include "global_pool2d.h"
 #include "maxpool2d.h"
+#include "team.h"
 #include "zeropad2d.h"
 
 _Static_assert(FM_BIAS_ALIGN % FM_DEPTHWISE_CHANNEL_ALIGN == 0, "depthwise fast paths load whole padded biases");
@@ -129,26 +130,6 @@ size_t fm_first_outside_unit(const float *x, size_t count)
     return count;
 }
 
-/* This thread's share [begin, end) of `total` items, in chunks aligned to `align`. */
-static void share(size_t total, size_t align, int tid, int nth, size_t *begin, size_t *end)
-{
-    const size_t units = (total + align - 1) / align;
-    const size_t chunk = (units + (size_t)nth - 1) / (size_t)nth * align;
-    *begin = min_size((size_t)tid * chunk, total);
-    *end = min_size(*begin + chunk, total);
-}
-
-static void team_barrier(int nth)
-{
-#ifdef _OPENMP
-    if (nth > 1) {
-#pragma omp barrier
-    }
-#else
-    (void)nth;
-#endif
-}
-
 typedef struct {
     float *spatial[2], *padded, *vector[2];
     uint32_t *active; /* never shared between threads */
@@ -174,7 +155,7 @@ static void run_elementwise(const fm_network *net, const fm_op *op, float *dst, 
     const size_t channels = op->window.out_c;
     const size_t positions = images * op->window.out_h * op->window.out_w;
     size_t begin, end;
-    share(positions, 1, tid, nth, &begin, &end);
+    fm_team_share(positions, 1, tid, nth, &begin, &end);
     if (dst != src)
         memcpy(dst + begin * channels, src + begin * channels, (end - begin) * channels * sizeof(float));
     if (op->kind == FM_OP_BATCHNORM)
@@ -186,7 +167,7 @@ static void run_elementwise(const fm_network *net, const fm_op *op, float *dst, 
 }
 
 /* Whether thread 0 computes all of a dense op's columns, whatever the team: they fit in one panel, the
- * unit that share() hands out (a 10-class output layer does). */
+ * unit that fm_team_share() hands out (a 10-class output layer does). */
 static int one_owner(const fm_network *net, const fm_op *op)
 {
     return op->kind == FM_OP_DENSE && op->window.out_c <= net->kernels->panel_width();
@@ -200,52 +181,52 @@ static void run_op(const fm_network *net, const fm_op *op, float *dst, const flo
     size_t begin, end;
     switch (op->kind) {
     case FM_OP_DENSE:
-        share(w->out_c, net->kernels->panel_width(), tid, nth, &begin, &end);
+        fm_team_share(w->out_c, net->kernels->panel_width(), tid, nth, &begin, &end);
         if (begin < end)
             net->kernels->dense(dst, src, op->weights, op->bias, images, w->in_c, w->out_c, begin, end, op->activation,
                                 ws.active);
         break;
     case FM_OP_CONV2D:
         if (net->kernels->conv2d_padded) {
-            share(fm_conv2d_padded_h(w), 1, tid, nth, &begin, &end);
+            fm_team_share(fm_conv2d_padded_h(w), 1, tid, nth, &begin, &end);
             fm_conv2d_pad_f32(ws.padded, src, w, begin, end);
-            team_barrier(nth);
-            share(w->out_h, 1, tid, nth, &begin, &end);
+            fm_team_barrier(nth);
+            fm_team_share(w->out_h, 1, tid, nth, &begin, &end);
             net->kernels->conv2d_padded(dst, ws.padded, op->weights, op->bias, w, begin, end, op->activation,
                                         ws.active);
         } else {
-            share(w->out_h * w->out_w, 1, tid, nth, &begin, &end);
+            fm_team_share(w->out_h * w->out_w, 1, tid, nth, &begin, &end);
             fm_conv2d_f32(dst, src, op->weights, op->bias, w, begin, end, op->activation);
         }
         break;
     case FM_OP_DEPTHWISE_CONV2D:
         if (net->kernels->depthwise_padded) {
-            share(fm_conv2d_padded_h(w), 1, tid, nth, &begin, &end);
+            fm_team_share(fm_conv2d_padded_h(w), 1, tid, nth, &begin, &end);
             fm_depthwise_pad_f32(ws.padded, src, w, begin, end);
-            team_barrier(nth);
-            share(w->out_h, 1, tid, nth, &begin, &end);
+            fm_team_barrier(nth);
+            fm_team_share(w->out_h, 1, tid, nth, &begin, &end);
             net->kernels->depthwise_padded(dst, ws.padded, op->weights, op->bias, w, begin, end, op->activation);
         } else {
-            share(w->out_h * w->out_w, 1, tid, nth, &begin, &end);
+            fm_team_share(w->out_h * w->out_w, 1, tid, nth, &begin, &end);
             fm_depthwise_conv2d_f32(dst, src, op->weights, op->bias, w, begin, end, op->activation);
         }
         break;
     case FM_OP_MAXPOOL2D:
-        share(w->out_h, 1, tid, nth, &begin, &end);
+        fm_team_share(w->out_h, 1, tid, nth, &begin, &end);
         fm_maxpool2d_f32(dst, src, w, begin, end);
         return;
     case FM_OP_AVGPOOL2D:
-        share(w->out_h, 1, tid, nth, &begin, &end);
+        fm_team_share(w->out_h, 1, tid, nth, &begin, &end);
         fm_avgpool2d_f32(dst, src, w, op->count_include_pad, begin, end);
         return;
     case FM_OP_GLOBAL_AVGPOOL2D:
     case FM_OP_GLOBAL_MAXPOOL2D:
-        share(w->out_c, 16, tid, nth, &begin, &end); /* whole vectors of channels for each thread */
+        fm_team_share(w->out_c, 16, tid, nth, &begin, &end); /* whole vectors of channels for each thread */
         (op->kind == FM_OP_GLOBAL_AVGPOOL2D ? fm_global_avgpool2d_f32 : fm_global_maxpool2d_f32)(
             dst, src, w->in_h * w->in_w, w->in_c, begin, end);
         return;
     case FM_OP_ZEROPAD2D:
-        share(w->out_h, 1, tid, nth, &begin, &end);
+        fm_team_share(w->out_h, 1, tid, nth, &begin, &end);
         fm_zeropad2d_f32(dst, src, w, begin, end);
         return;
     case FM_OP_BATCHNORM:
@@ -259,8 +240,8 @@ static void run_op(const fm_network *net, const fm_op *op, float *dst, const flo
                 net->kernels->softmax(dst, images * w->out_h * w->out_w, w->out_c);
             return;
         }
-        team_barrier(nth);
-        share(images * w->out_h * w->out_w, 1, tid, nth, &begin, &end);
+        fm_team_barrier(nth);
+        fm_team_share(images * w->out_h * w->out_w, 1, tid, nth, &begin, &end);
         net->kernels->softmax(dst + begin * w->out_c, end - begin, w->out_c);
     }
 }
@@ -270,7 +251,7 @@ static void run_op(const fm_network *net, const fm_op *op, float *dst, const flo
 static size_t check_input(const fm_network *net, const float *in, size_t first, size_t images, int tid, int nth)
 {
     size_t begin, end;
-    share(images * net->input_values, 1, tid, nth, &begin, &end);
+    fm_team_share(images * net->input_values, 1, tid, nth, &begin, &end);
     const size_t offset = first * net->input_values + begin;
     const size_t bad = fm_first_outside_unit(in + offset, end - begin);
     return bad < end - begin ? offset + bad : SIZE_MAX;
@@ -283,7 +264,7 @@ static size_t convert_input(const fm_network *net, float *dst, const void *in, i
                             size_t images, int tid, int nth)
 {
     size_t begin, end;
-    share(images * net->input_values, 1, tid, nth, &begin, &end);
+    fm_team_share(images * net->input_values, 1, tid, nth, &begin, &end);
     const size_t offset = first * net->input_values;
     if (in_is_u8) {
         const unsigned char *pixels = (const unsigned char *)in + offset;
@@ -332,18 +313,18 @@ static size_t run_tile(const fm_network *net, float *out, const void *in, int in
         bad = check_input(net, in, first, images, tid, nth);
     } else if (split == 0) {
         bad = convert_input(net, ws.vector[0], in, in_is_u8, first, images, tid, nth);
-        team_barrier(nth);
+        fm_team_barrier(nth);
     }
     for (size_t image = 0; image < images && split > 0; image++) {
         bad = min_size(bad, convert_input(net, ws.spatial[0], in, in_is_u8, first + image, 1, tid, nth));
-        team_barrier(nth);
+        fm_team_barrier(nth);
         for (size_t i = 0; i < split; i++) {
             const fm_op *op = &net->ops[i];
             float *dst = i == last_op ? final_out + image * out_values(op)
                        : i + 1 == split ? ws.vector[0] + image * out_values(op)
                        : ws.spatial[(i + 1) % 2];
             run_op(net, op, dst, ws.spatial[i % 2], 1, ws, tid, nth);
-            team_barrier(nth);
+            fm_team_barrier(nth);
             tap(taps, i, op, first + image, dst, 1);
         }
     }
@@ -353,7 +334,7 @@ static size_t run_tile(const fm_network *net, float *out, const void *in, int in
         float *dst = i == last_op ? final_out : ws.vector[(j + 1) % 2];
         run_op(net, op, dst, j == 0 ? vector_in : ws.vector[j % 2], images, ws, tid, nth);
         if (i < last_op) /* after the last, the caller waits for the team */
-            team_barrier(nth);
+            fm_team_barrier(nth);
         tap(taps, i, op, first, dst, images);
     }
     return bad;
@@ -393,7 +374,7 @@ size_t fm_network_run(const fm_network *net, float *out, const void *in, int in_
         {
             const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
             for (size_t first = 0; first < images; first += net->tile) {
-                team_barrier(first > 0 ? nth : 1); /* a tile reuses the buffers that the last one read */
+                fm_team_barrier(first > 0 ? nth : 1); /* a tile reuses the buffers that the last one read */
                 bad = min_size(bad, run_tile(net, out, in, in_is_u8, first, min_size(net->tile, images - first),
                                              carve(net, workspace, tid), tid, nth, taps));
             }

@@ -18,6 +18,7 @@
 #include "network.h"
 #include "pool_u8.h"
 #include "softmax.h"
+#include "team.h"
 
 #define MAX_TILE 64
 #define TILE_BUDGET_BYTES (256 * 1024) /* one vector-stage buffer of a tile */
@@ -78,26 +79,6 @@ int fm_network_s8_threads(const fm_s8_network *net, size_t images, int max_threa
 #endif
 }
 
-/* This thread's share [begin, end) of `total` items, in chunks aligned to `align`. */
-static void share(size_t total, size_t align, int tid, int nth, size_t *begin, size_t *end)
-{
-    const size_t units = (total + align - 1) / align;
-    const size_t chunk = (units + (size_t)nth - 1) / (size_t)nth * align;
-    *begin = min_size((size_t)tid * chunk, total);
-    *end = min_size(*begin + chunk, total);
-}
-
-static void team_barrier(int nth)
-{
-#ifdef _OPENMP
-    if (nth > 1) {
-#pragma omp barrier
-    }
-#else
-    (void)nth;
-#endif
-}
-
 typedef struct {
     uint8_t *spatial[2], *padded, *vector[2]; /* shared by a team */
     uint32_t *scratch;                        /* never shared between threads */
@@ -124,7 +105,7 @@ static size_t convert_input(const fm_s8_network *net, uint8_t *dst, size_t strid
 {
     const size_t n = net->input_values;
     size_t begin, end;
-    share(images * n, 64, tid, nth, &begin, &end);
+    fm_team_share(images * n, 64, tid, nth, &begin, &end);
     for (size_t start = begin; start < end;) {
         const size_t r = start / n, i = start % n, count = min_size(end, (r + 1) * n) - start;
         const size_t offset = (first + r) * n + i;
@@ -158,13 +139,13 @@ static void run_dense(const fm_s8_network *net, const fm_s8_op *op, void *dst, s
     const fm_window *w = &op->window;
     size_t begin, end;
     if (net->kernels->dense) {
-        share(w->out_c, FM_DENSE_S8_COLUMN_ALIGN, tid, nth, &begin, &end);
+        fm_team_share(w->out_c, FM_DENSE_S8_COLUMN_ALIGN, tid, nth, &begin, &end);
         if (begin < end)
             net->kernels->dense(dst, src, op->kernel, op->folded_bias, rows, w->in_c, in_stride, w->out_c,
                                 out_stride, begin, end, &op->rq, scratch);
     } else {
         const size_t element = op->rq.dequantize ? sizeof(float) : 1;
-        share(rows, 1, tid, nth, &begin, &end);
+        fm_team_share(rows, 1, tid, nth, &begin, &end);
         if (begin < end)
             fm_dense_s8((char *)dst + begin * out_stride * element, src + begin * in_stride, op->kernel, op->bias,
                         op->in_zero_point, end - begin, w->in_c, in_stride, w->out_c, out_stride, &op->rq);
@@ -180,24 +161,24 @@ static void run_spatial(const fm_s8_network *net, const fm_s8_op *op, uint8_t *d
     switch (op->kind) {
     case FM_S8_OP_CONV2D:
         if (net->kernels->conv2d_padded) {
-            share(fm_conv2d_padded_h(w), 1, tid, nth, &begin, &end);
+            fm_team_share(fm_conv2d_padded_h(w), 1, tid, nth, &begin, &end);
             fm_conv2d_pad_u8(ws.padded, src, (uint8_t)op->in_zero_point, w, begin, end);
-            team_barrier(nth); /* a row's taps reach into the padded rows of its neighbours */
-            share(w->out_h, 1, tid, nth, &begin, &end);
+            fm_team_barrier(nth); /* a row's taps reach into the padded rows of its neighbours */
+            fm_team_share(w->out_h, 1, tid, nth, &begin, &end);
             if (begin < end)
                 net->kernels->conv2d_padded(dst, ws.padded, op->kernel, op->folded_bias, w, begin, end, &op->rq,
                                             ws.scratch);
         } else {
-            share(w->out_h * w->out_w, 1, tid, nth, &begin, &end);
+            fm_team_share(w->out_h * w->out_w, 1, tid, nth, &begin, &end);
             fm_conv2d_s8(dst, src, op->kernel, op->bias, op->in_zero_point, w, begin, end, &op->rq);
         }
         break;
     case FM_S8_OP_MAXPOOL2D:
-        share(w->out_h, 1, tid, nth, &begin, &end);
+        fm_team_share(w->out_h, 1, tid, nth, &begin, &end);
         fm_maxpool2d_u8(dst, src, w, begin, end);
         break;
     case FM_S8_OP_LOOKUP:
-        share(out_values(op), 64, tid, nth, &begin, &end);
+        fm_team_share(out_values(op), 64, tid, nth, &begin, &end);
         memcpy(dst + begin, src + begin, end - begin);
         fm_lookup_u8(dst + begin, end - begin, op->rq.table);
         break;
@@ -230,17 +211,17 @@ static size_t run_tile(const fm_s8_network *net, float *out, const void *in, int
         vector_in_stride = net->input_values;
     } else if (split == 0) {
         bad = convert_input(net, ws.vector[0], net->vector_stride, in, in_is_u8, first, images, tid, nth);
-        team_barrier(nth);
+        fm_team_barrier(nth);
     }
     for (size_t image = 0; image < images && split > 0; image++) {
         bad = min_size(bad, convert_input(net, ws.spatial[0], net->spatial_bytes, in, in_is_u8, first + image, 1,
                                           tid, nth));
-        team_barrier(nth);
+        fm_team_barrier(nth);
         for (size_t i = 0; i < split; i++) {
             const fm_s8_op *op = &net->ops[i];
             uint8_t *dst = i + 1 == split ? ws.vector[0] + image * net->vector_stride : ws.spatial[(i + 1) % 2];
             run_spatial(net, op, dst, ws.spatial[i % 2], ws, tid, nth);
-            team_barrier(nth);
+            fm_team_barrier(nth);
             tap(taps, i, first + image, dst, 1, 0, out_values(op));
         }
     }
@@ -257,8 +238,8 @@ static size_t run_tile(const fm_s8_network *net, float *out, const void *in, int
             if (one_owner(net, op, images)) { /* thread 0 has every logit: no barrier */
                 begin = 0, end = tid == 0 ? images : 0;
             } else {
-                team_barrier(nth);
-                share(images, 1, tid, nth, &begin, &end);
+                fm_team_barrier(nth);
+                fm_team_share(images, 1, tid, nth, &begin, &end);
             }
             fm_softmax_f32(logits + begin * classes, end - begin, classes);
             tap(taps, i, first, logits, images, classes * sizeof(float), classes * sizeof(float));
@@ -266,14 +247,14 @@ static size_t run_tile(const fm_s8_network *net, float *out, const void *in, int
             run_dense(net, op, dst, net->vector_stride, src, src_stride, images, ws.scratch, tid, nth);
         } else { /* a lookup activation */
             size_t begin, end;
-            share(images, 1, tid, nth, &begin, &end);
+            fm_team_share(images, 1, tid, nth, &begin, &end);
             for (size_t r = begin; r < end; r++) {
                 memcpy(dst + r * net->vector_stride, src + r * src_stride, out_values(op));
                 fm_lookup_u8(dst + r * net->vector_stride, out_values(op), op->rq.table);
             }
         }
         if (i != last) {
-            team_barrier(nth);
+            fm_team_barrier(nth);
             tap(taps, i, first, dst, images, net->vector_stride, out_values(op));
         }
     }
@@ -314,7 +295,7 @@ size_t fm_network_s8_run(const fm_s8_network *net, float *out, const void *in, i
         {
             const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
             for (size_t first = 0; first < images; first += net->tile) {
-                team_barrier(first > 0 ? nth : 1); /* a tile reuses the buffers that the last one read */
+                fm_team_barrier(first > 0 ? nth : 1); /* a tile reuses the buffers that the last one read */
                 bad = min_size(bad, run_tile(net, out, in, in_is_u8, first, min_size(net->tile, images - first),
                                              carve(net, workspace, tid), tid, nth, taps));
             }
