@@ -212,12 +212,14 @@ static size_t first_at_least(const uint32_t *list, size_t count, size_t k)
     return lo;
 }
 
-/* Into L2, block b's share of the next panel's rows in chunk [k_begin, k_begin + length); nothing without one. */
+/* Into L2, block b's share of the next panel's rows in chunk [k_begin, k_begin + length), every cache line of
+ * each (a row of an AVX-512 panel is two); nothing without a next panel. */
 static void prefetch_share(const float *next, size_t next_stride, size_t k_begin, size_t length, size_t b,
                            size_t blocks)
 {
     for (size_t k = k_begin + b * length / blocks; next && k < k_begin + (b + 1) * length / blocks; k++)
-        __builtin_prefetch(next + k * next_stride, 0, 2);
+        for (size_t line = 0; line < FM_NR; line += 64 / sizeof(float))
+            __builtin_prefetch(next + k * next_stride + line, 0, 2);
 }
 
 /* The entries [start, stop) of a block's list (its length at list[-1]) that lie in chunk [k_begin, k_end). */

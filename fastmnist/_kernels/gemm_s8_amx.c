@@ -81,19 +81,24 @@ static void tile_product(int32_t acc[BLOCK * TILE_ROWS][BLOCK * 16], const uint8
     _tile_stored(3, &acc[TILE_ROWS][16], c_stride);
 }
 
-/* Rows [0, rows) of acc plus the bias, requantized into output row `first_row + r` (stride out_stride). */
+/* Rows [0, rows) of acc plus the bias, requantized into output row `first_row + r` (stride out_stride). Column
+ * by column, so that a column's bias and requantization constants serve every row. */
 static void store_rows(void *out, size_t first_row, size_t out_stride, int32_t acc[BLOCK * TILE_ROWS][BLOCK * 16],
                        size_t rows, const int32_t *bias, size_t n0, size_t n_tiles, size_t out_dim,
                        const fm_requant *rq)
 {
-    for (size_t r = 0; r < rows; r++)
-        for (size_t j = 0; j < n_tiles; j++) {
-            const size_t n = n0 + 16 * j;
-            if (n >= out_dim)
-                break;
-            fm_s8_acc sums = _mm512_add_epi32(_mm512_loadu_si512(&acc[r][16 * j]), _mm512_loadu_si512(bias + n));
-            fm_s8_store(out, (first_row + r) * out_stride + n, sums, n, out_dim - n < 16 ? out_dim - n : 16, rq);
+    const fm_requant local = *rq; /* a copy the byte stores cannot alias, so its fields stay in registers */
+    for (size_t j = 0; j < n_tiles && n0 + 16 * j < out_dim; j++) {
+        const size_t n = n0 + 16 * j, count = out_dim - n < 16 ? out_dim - n : 16;
+        const __m512i column_bias = _mm512_loadu_si512(bias + n);
+        for (size_t r = 0; r < rows; r++) {
+            const fm_s8_acc sums = _mm512_add_epi32(_mm512_load_si512(&acc[r][16 * j]), column_bias);
+            if (count == 16) /* a constant count: whole-vector stores */
+                fm_s8_store(out, (first_row + r) * out_stride + n, sums, n, 16, &local);
+            else
+                fm_s8_store(out, (first_row + r) * out_stride + n, sums, n, count, &local);
         }
+    }
 }
 
 /* out rows = a's `rows` rows (stride a_stride, k_steps * 64 bytes, readable up to a whole tile of rows) times

@@ -6,9 +6,10 @@
  * or 1 - 2^30 below zero, then a division rounding toward zero) is exactly floor((acc * multiplier + 2^30) / 2^31),
  * which is how it is computed here. The right shift rounds to nearest with ties away from zero.
  *
- * It is written once, for every path: FM_DEFINE_REQUANTIZE instantiates it for plain int32_t/int64_t and for
- * GCC vectors of them alike, using only operations that mean the same on both (+, -, &, >>; a comparison
- * would give 1 on a scalar and -1 on a vector). */
+ * It is written once, for every path: FM_DEFINE_REQUANTIZE instantiates it for plain int32_t and for GCC
+ * vectors of it alike, using only operations that mean the same on both (+, -, &, >>; a comparison would give
+ * 1 on a scalar and -1 on a vector). Only the high multiply is given per type: a vector path computes the same
+ * integers with its own instructions (simd_s8.h). */
 #ifndef FM_REQUANTIZE_H
 #define FM_REQUANTIZE_H
 
@@ -16,19 +17,19 @@
 #include <stdint.h>
 
 /* name(acc, multiplier, shift, mask): the rounded acc * multiplier * 2^-31 * 2^-shift, before the zero point
- * and the clamp; mask = 2^shift - 1. i32/i64: the types; WIDEN/NARROW convert between them. */
-#define FM_DEFINE_REQUANTIZE(name, i32, i64, WIDEN, NARROW)                                                 \
-    static inline __attribute__((always_inline)) i32 name(i32 acc, i64 multiplier, i32 shift, i32 mask)    \
+ * and the clamp; mask = 2^shift - 1. i32: the type; HIGH_MUL(acc, multiplier): floor((acc * multiplier +
+ * 2^30) / 2^31), which fits in 32 bits because multiplier < 2^31. */
+#define FM_DEFINE_REQUANTIZE(name, i32, HIGH_MUL)                                                           \
+    static inline __attribute__((always_inline)) i32 name(i32 acc, i32 multiplier, i32 shift, i32 mask)    \
     {                                                                                                       \
-        const i32 high = NARROW((WIDEN(acc) * multiplier + (1LL << 30)) >> 31);                             \
+        const i32 high = HIGH_MUL(acc, multiplier);                                                         \
         /* divide by 2^shift, rounding half away from zero: up when the remainder exceeds the threshold */  \
         const i32 threshold = (mask >> 1) - (high >> 31);                                                   \
         return (high >> shift) - ((threshold - (high & mask)) >> 31);                                       \
     }
 
-#define FM_WIDEN_SCALAR(x) ((int64_t)(x))
-#define FM_NARROW_SCALAR(x) ((int32_t)(x))
-FM_DEFINE_REQUANTIZE(fm_requantize_s32, int32_t, int64_t, FM_WIDEN_SCALAR, FM_NARROW_SCALAR)
+#define FM_HIGH_MUL_SCALAR(acc, multiplier) ((int32_t)(((int64_t)(acc) * (multiplier) + (1LL << 30)) >> 31))
+FM_DEFINE_REQUANTIZE(fm_requantize_s32, int32_t, FM_HIGH_MUL_SCALAR)
 
 /* How a kernel turns its accumulators into outputs. Per output channel arrays are padded with zeros to
  * whole vectors of the widest path (FM_S8_CHANNEL_ALIGN). */

@@ -131,13 +131,31 @@ static inline size_t fm_s8_position_output(size_t p)
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 typedef int32_t fm_s8_i32v __attribute__((vector_size(FM_S8_LANES * 4)));
-typedef int64_t fm_s8_i64v __attribute__((vector_size(FM_S8_LANES * 8)));
 typedef uint8_t fm_s8_u8v __attribute__((vector_size(FM_S8_LANES)));
 typedef float fm_s8_f32v __attribute__((vector_size(FM_S8_LANES * 4)));
 
-#define FM_S8_WIDEN(x) __builtin_convertvector((x), fm_s8_i64v)
-#define FM_S8_NARROW(x) __builtin_convertvector((x), fm_s8_i32v)
-FM_DEFINE_REQUANTIZE(fm_s8_requantize_vector, fm_s8_i32v, fm_s8_i64v, FM_S8_WIDEN, FM_S8_NARROW)
+/* requantize.h's high multiply, floor((acc * multiplier + 2^30) / 2^31), lane by lane. On x86 VPMULDQ makes
+ * the exact 64-bit products of the even lanes, and of the odd lanes shifted down; the rounded quotients are
+ * the low 32 bits of the even sums shifted right by 31 and the high 32 bits of the odd sums shifted left by
+ * 1 (bits 31 to 62 of each sum either way). NEON's SQRDMULH is the same operation: (2 acc multiplier + 2^31)
+ * / 2^32, saturated only at acc = multiplier = -2^31, and every multiplier is positive. */
+FM_S8_INLINE fm_s8_i32v fm_s8_high_mul(fm_s8_i32v acc, fm_s8_i32v multiplier)
+{
+#if FM_S8_LANES == 16
+    const __m512i a = (__m512i)acc, m = (__m512i)multiplier, half = _mm512_set1_epi64(1LL << 30);
+    const __m512i even = _mm512_add_epi64(_mm512_mul_epi32(a, m), half);
+    const __m512i odd = _mm512_add_epi64(_mm512_mul_epi32(_mm512_srli_epi64(a, 32), _mm512_srli_epi64(m, 32)), half);
+    return (fm_s8_i32v)_mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(even, 31), _mm512_slli_epi64(odd, 1));
+#elif FM_S8_LANES == 8
+    const __m256i a = (__m256i)acc, m = (__m256i)multiplier, half = _mm256_set1_epi64x(1LL << 30);
+    const __m256i even = _mm256_add_epi64(_mm256_mul_epi32(a, m), half);
+    const __m256i odd = _mm256_add_epi64(_mm256_mul_epi32(_mm256_srli_epi64(a, 32), _mm256_srli_epi64(m, 32)), half);
+    return (fm_s8_i32v)_mm256_blend_epi32(_mm256_srli_epi64(even, 31), _mm256_slli_epi64(odd, 1), 0xAA);
+#else
+    return (fm_s8_i32v)vqrdmulhq_s32((int32x4_t)acc, (int32x4_t)multiplier);
+#endif
+}
+FM_DEFINE_REQUANTIZE(fm_s8_requantize_vector, fm_s8_i32v, fm_s8_high_mul)
 
 typedef uint32_t fm_s8_u32v __attribute__((vector_size(FM_S8_LANES * 4)));
 
@@ -209,9 +227,13 @@ FM_S8_INLINE fm_s8_acc fm_s8_start(const int32_t *bias, const uint32_t *correcti
 /* Lane by lane, max(lo, min(hi, y)). */
 FM_S8_INLINE fm_s8_i32v fm_s8_clamp(fm_s8_i32v y, int32_t lo, int32_t hi)
 {
-    const fm_s8_i32v below = y < lo, above = y > hi;
-    y = (below & lo) | (~below & y);
-    return (above & hi) | (~above & y);
+#if FM_S8_LANES == 16
+    return (fm_s8_i32v)_mm512_max_epi32(_mm512_min_epi32((__m512i)y, _mm512_set1_epi32(hi)), _mm512_set1_epi32(lo));
+#elif FM_S8_LANES == 8
+    return (fm_s8_i32v)_mm256_max_epi32(_mm256_min_epi32((__m256i)y, _mm256_set1_epi32(hi)), _mm256_set1_epi32(lo));
+#else
+    return (fm_s8_i32v)vmaxq_s32(vminq_s32((int32x4_t)y, vdupq_n_s32(hi)), vdupq_n_s32(lo));
+#endif
 }
 
 /* The accumulators of channels [c, c + count) (count <= FM_S8_LANES), requantized as requantize.h says and
@@ -233,7 +255,7 @@ FM_S8_INLINE void fm_s8_store(void *out, size_t index, fm_s8_acc acc, size_t c, 
     memcpy(&multiplier, rq->multiplier + c, sizeof multiplier);
     memcpy(&shift, rq->shift + c, sizeof shift);
     memcpy(&mask, rq->mask + c, sizeof mask);
-    const fm_s8_i32v y = fm_s8_clamp(rq->zero_point + fm_s8_requantize_vector(sums, FM_S8_WIDEN(multiplier), shift, mask),
+    const fm_s8_i32v y = fm_s8_clamp(rq->zero_point + fm_s8_requantize_vector(sums, multiplier, shift, mask),
                                       rq->lo, rq->hi);
     uint8_t *dst = (uint8_t *)out + index;
     if (rq->table) {
